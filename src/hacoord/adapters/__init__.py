@@ -1,0 +1,1 @@
+"""Adapters that run failover workflows on top of the coordination API."""
