@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh machine, then runs it:
+# lint, strict typing, the pytest suite and the CI seed count of the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+echo "== ruff"
+python3 -m ruff check src tests benchmarks examples
+python3 -m ruff format --check src tests benchmarks examples
+echo "== mypy --strict src"
+python3 -m mypy
+echo "== simulator: ${SIM_SEEDS:=300} seeds, 3 and 5 nodes, faults on"
+python3 -m hacoord.sim --seeds "$SIM_SEEDS" --nodes 3 --jobs 2
+python3 -m hacoord.sim --seeds "$((SIM_SEEDS / 3))" --start 100000 --nodes 5 --jobs 2
+echo "== pytest"
+python3 -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,540 @@
+"""A deterministic, seeded simulation of a Raft cluster running the real core.
+
+Everything runs in one thread on a virtual clock: ticks, a lossy network, disks
+whose writes become durable only after a simulated sync, crashes that lose the
+unsynced tail, restarts from storage, pauses (like SIGSTOP) and partitions. Clients
+drive a replicated register; their history is checked for linearizability and the
+Raft invariants are checked after every event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hacoord.raft.storage.memory import MemoryStorage
+from hacoord.sim.linearizability import Operation, OpKind, check_history
+
+from hacoord.raft.config import CoreConfig
+from hacoord.raft.core import RaftCore
+from hacoord.raft.errors import NotLeaderError, ProposalDroppedError
+from hacoord.raft.types import (
+    ConfState,
+    EntryKind,
+    Message,
+    NodeId,
+    PersistedState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from hacoord.sim.invariants import InvariantChecker
+from hacoord.sim.kv import CAS, PUT, Command, KVStateMachine
+from hacoord.sim.network import NetworkModel
+
+CoreFactory = Callable[[CoreConfig, ConfState, random.Random, PersistedState | None], RaftCore]
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """Parameters of one simulated run (times in virtual milliseconds)."""
+
+    nodes: int = 3
+    duration_ms: float = 4000.0
+    settle_ms: float = 1500.0
+    """Fault-free time at the end, in which a leader must emerge and commit."""
+    tick_ms: float = 10.0
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_inflight: int = 8
+    max_msg_bytes: int = 4096
+    clients: int = 4
+    keys: int = 3
+    client_timeout_ms: float = 400.0
+    faults: bool = True
+    fault_interval_ms: float = 250.0
+    snapshot_every: int = 40
+    """Applied entries between state-machine snapshots (log compaction)."""
+    disk_latency_ms: tuple[float, float] = (0.1, 2.0)
+    core_factory: CoreFactory = RaftCore
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Outcome of one seed."""
+
+    seed: int
+    violations: list[str]
+    elections: int
+    ops_checked: int
+    committed: int
+    events: int
+
+
+@dataclass(slots=True)
+class _Node:
+    id: NodeId
+    core: RaftCore
+    storage: MemoryStorage
+    sm: KVStateMachine
+    rng: random.Random
+    incarnation: int = 0
+    alive: bool = True
+    paused_until: float = 0.0
+    syncing: bool = False
+    leader_terms_checked: set[int] = field(default_factory=set)
+    reads_waiting_apply: list[tuple[int, Operation]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Client:
+    id: int
+    leader_guess: NodeId = 0
+    busy: Operation | None = None
+    op_counter: int = 0
+
+
+class Simulation:
+    """One seeded run. ``run()`` returns a :class:`SimResult`."""
+
+    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
+        self.seed = seed
+        self.cfg = config or SimConfig()
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self.net = NetworkModel()
+        self.checker = InvariantChecker()
+        ids = list(range(1, self.cfg.nodes + 1))
+        self.conf = ConfState(frozenset(ids))
+        self.nodes: dict[NodeId, _Node] = {}
+        for nid in ids:
+            storage = MemoryStorage()
+            node_rng = random.Random(seed * 1000 + nid)
+            core = self.cfg.core_factory(self._core_config(nid), self.conf, node_rng, None)
+            self.nodes[nid] = _Node(nid, core, storage, KVStateMachine(), node_rng)
+        self.clients = [_Client(i + 1) for i in range(self.cfg.clients)]
+        self.history: list[Operation] = []
+        self._pending_writes: dict[tuple[NodeId, int, int], tuple[Operation, Command, _Client]] = {}
+        self._pending_reads: dict[tuple[NodeId, int, bytes], tuple[Operation, _Client]] = {}
+        self.events = 0
+        self._probe_committed = False
+
+    # ---------------------------------------------------------------- running
+
+    def _core_config(self, nid: NodeId) -> CoreConfig:
+        c = self.cfg
+        return CoreConfig(
+            node_id=nid,
+            election_ticks=c.election_ticks,
+            heartbeat_ticks=c.heartbeat_ticks,
+            pre_vote=c.pre_vote,
+            check_quorum=c.check_quorum,
+            max_msg_bytes=c.max_msg_bytes,
+            max_inflight=c.max_inflight,
+        )
+
+    def schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after ``delay`` virtual milliseconds."""
+        heapq.heappush(self._queue, (self.now + delay, next(self._seq), fn))
+
+    def run(self) -> SimResult:
+        """Run to the end of the configured duration and check everything."""
+        cfg = self.cfg
+        for node in self.nodes.values():
+            self.schedule(self.rng.uniform(0, cfg.tick_ms), self._ticker(node.id))
+        for client in self.clients:
+            self.schedule(self.rng.uniform(0, 20), self._client_next(client))
+        fault_end = cfg.duration_ms - cfg.settle_ms
+        if cfg.faults:
+            t = self.rng.uniform(50, cfg.fault_interval_ms)
+            while t < fault_end:
+                self._queue_fault(t, fault_end)
+                t += self.rng.uniform(cfg.fault_interval_ms / 2, cfg.fault_interval_ms * 1.5)
+        self.schedule(fault_end, self._heal_all)
+        self.schedule(fault_end + cfg.settle_ms * 0.6, self._start_probe_write)
+        while self._queue and not self.checker.violations:
+            t, _, fn = heapq.heappop(self._queue)
+            if t > cfg.duration_ms:
+                break
+            self.now = t
+            fn()
+            self.events += 1
+        violations = list(self.checker.violations)
+        if not violations and not self._probe_committed:
+            leaders = {n.id: n.core.role.name for n in self.nodes.values()}
+            violations.append(
+                f"liveness: no write committed within {cfg.settle_ms * 0.4:.0f} ms after "
+                f"all faults healed (roles {leaders})"
+            )
+        ops_checked = 0
+        if not violations:
+            result = check_history(self.history)
+            ops_checked = result.ops_checked
+            if not result.ok:
+                violations.append(f"linearizability: key {result.key!r}: {result.explanation}")
+        return SimResult(
+            self.seed,
+            violations,
+            len(self.checker.leaders),
+            ops_checked,
+            self.checker.max_committed,
+            self.events,
+        )
+
+    # ------------------------------------------------------------------ nodes
+
+    def _ticker(self, nid: NodeId) -> Callable[[], None]:
+        def tick() -> None:
+            node = self.nodes[nid]
+            if node.alive and node.paused_until <= self.now:
+                node.core.tick()
+                self._after(node)
+            self.schedule(self.cfg.tick_ms, tick)
+
+        return tick
+
+    def _after(self, node: _Node) -> None:
+        """Check invariants and start handling the next Ready of ``node``."""
+        core = node.core
+        if core.role is Role.LEADER and core.term not in node.leader_terms_checked:
+            node.leader_terms_checked.add(core.term)
+            self.checker.on_leader(node.id, core.term, core.log)
+        if not node.alive or node.syncing or node.paused_until > self.now:
+            return
+        if not core.has_ready():
+            return
+        rd = core.ready()
+        for m in rd.early_messages:
+            self._send(m)
+        if rd.entries:
+            prev = core.log.term(rd.entries[0].index - 1)
+            self.checker.on_entries(node.id, prev if prev is not None else -1, rd.entries)
+        node.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=False)
+        node.syncing = True
+        incarnation = node.incarnation
+        delay = self.rng.uniform(*self.cfg.disk_latency_ms) if rd.must_sync else 0.0
+        self.schedule(delay, lambda: self._synced(node, incarnation, rd))
+
+    def _synced(self, node: _Node, incarnation: int, rd: Ready) -> None:
+        if node.incarnation != incarnation or not node.alive:
+            return
+        node.storage.sync()
+        node.syncing = False
+        for m in rd.messages:
+            self._send(m)
+        if rd.snapshot is not None:
+            node.sm.restore(rd.snapshot.data)
+            node.reads_waiting_apply.clear()
+            self.checker.on_state_machine_reset(node.id, rd.snapshot.meta.index)
+        for entry in rd.committed_entries:
+            self.checker.on_apply(node.id, entry)
+            ok = True
+            cmd: Command | None = None
+            if entry.kind is EntryKind.NORMAL:
+                cmd = Command.decode(entry.data)
+                ok = node.sm.apply(cmd)
+            self._complete_write(node, entry.index, entry.term, cmd, ok)
+        node.core.advance(rd)
+        self.checker.on_commit(node.id, node.core.log)
+        for rs in rd.read_states:
+            key = (node.id, node.incarnation, rs.context)
+            pending = self._pending_reads.pop(key, None)
+            if pending is not None:
+                node.reads_waiting_apply.append((rs.index, pending[0]))
+        self._serve_reads(node)
+        self._maybe_snapshot(node)
+        self._after(node)
+
+    def _maybe_snapshot(self, node: _Node) -> None:
+        core = node.core
+        index = core.log.applied
+        if index - core.log.snapshot_index < self.cfg.snapshot_every:
+            return
+        term = core.log.term(index)
+        assert term is not None
+        snap = Snapshot(SnapshotMeta(index, term, core.conf), node.sm.snapshot())
+        node.storage.compact(snap)
+        core.compact(snap)
+
+    def _send(self, m: Message) -> None:
+        for delay in self.net.delays(self.rng, m.frm, m.to):
+            self.schedule(delay, lambda m=m: self._deliver(m))
+
+    def _deliver(self, m: Message) -> None:
+        node = self.nodes[m.to]
+        if not node.alive:
+            return
+        if node.paused_until > self.now:
+            self.schedule(node.paused_until - self.now, lambda: self._deliver(m))
+            return
+        node.core.step(m)
+        self._after(node)
+
+    def crash(self, nid: NodeId) -> None:
+        """Kill ``nid``: everything not synced to its storage is lost."""
+        node = self.nodes[nid]
+        if not node.alive:
+            return
+        node.alive = False
+        node.incarnation += 1
+        node.syncing = False
+        node.reads_waiting_apply.clear()
+        node.storage.crash(node.rng)
+
+    def restart(self, nid: NodeId) -> None:
+        """Start ``nid`` again from what its storage holds."""
+        node = self.nodes[nid]
+        if node.alive:
+            return
+        persisted = node.storage.load()
+        node.core = self.cfg.core_factory(self._core_config(nid), self.conf, node.rng, persisted)
+        node.sm = KVStateMachine()
+        applied = 0
+        if persisted.snapshot is not None:
+            node.sm.restore(persisted.snapshot.data)
+            applied = persisted.snapshot.meta.index
+        self.checker.on_state_machine_reset(nid, applied)
+        node.alive = True
+        node.paused_until = 0.0
+        self._after(node)
+
+    # ---------------------------------------------------------------- faults
+
+    def _queue_fault(self, at: float, fault_end: float) -> None:
+        kind = self.rng.choice(
+            [
+                "crash",
+                "crash_leader",
+                "partition",
+                "isolate_leader",
+                "one_way",
+                "pause",
+                "lossy",
+                "transfer",
+                "none",
+            ]
+        )
+        duration = self.rng.uniform(50, 1200)
+        duration = min(duration, max(0.0, fault_end - at))
+        self.schedule(at, lambda: self._start_fault(kind, duration))
+
+    def _leader(self) -> NodeId:
+        best: tuple[int, NodeId] = (-1, 0)
+        for node in self.nodes.values():
+            if node.alive and node.core.role is Role.LEADER and node.core.term > best[0]:
+                best = (node.core.term, node.id)
+        return best[1]
+
+    def _start_fault(self, kind: str, duration: float) -> None:
+        ids = sorted(self.nodes)
+        leader = self._leader()
+        if kind in ("crash", "crash_leader"):
+            victim = leader if kind == "crash_leader" and leader else self.rng.choice(ids)
+            self.crash(victim)
+            self.schedule(duration, lambda: self.restart(victim))
+        elif kind in ("partition", "isolate_leader"):
+            self.net.heal()
+            shuffled = ids[:]
+            self.rng.shuffle(shuffled)
+            if kind == "isolate_leader" and leader:
+                minority = {leader}
+            else:
+                minority = set(shuffled[: self.rng.randint(1, len(ids) // 2)])
+            self.net.partition([minority, set(ids) - minority])
+            self.schedule(duration, self.net.heal)
+        elif kind == "one_way":
+            self.net.heal()
+            src = {self.rng.choice(ids)}
+            self.net.block_one_way(src, set(ids) - src)
+            self.schedule(duration, self.net.heal)
+        elif kind == "pause":
+            victim = leader if leader and self.rng.random() < 0.5 else self.rng.choice(ids)
+            self.nodes[victim].paused_until = self.now + duration
+            self.schedule(duration, lambda: self._after(self.nodes[victim]))
+        elif kind == "lossy":
+            self.net.drop_rate = self.rng.uniform(0.05, 0.3)
+            self.net.duplicate_rate = self.rng.uniform(0.0, 0.2)
+            self.net.spike_rate = self.rng.uniform(0.0, 0.2)
+            self.schedule(duration, self._calm_network)
+        elif kind == "transfer" and leader:
+            target = self.rng.choice([i for i in ids if i != leader])
+            node = self.nodes[leader]
+            if node.paused_until <= self.now:
+                node.core.transfer_leadership(target)
+                self._after(node)
+
+    def _calm_network(self) -> None:
+        self.net.drop_rate = 0.0
+        self.net.duplicate_rate = 0.0
+        self.net.spike_rate = 0.0
+
+    def _heal_all(self) -> None:
+        self.net.heal()
+        self._calm_network()
+        for nid, node in self.nodes.items():
+            node.paused_until = 0.0
+            self.restart(nid)
+            self._after(node)
+
+    def _start_probe_write(self) -> None:
+        """After healing, a write must commit: the liveness check."""
+        leader = self._leader()
+        if not leader:
+            self.schedule(self.cfg.tick_ms, self._start_probe_write)
+            return
+        node = self.nodes[leader]
+        try:
+            index = node.core.propose(Command(0, 0, PUT, "__probe__", "x").encode())
+        except (NotLeaderError, ProposalDroppedError):
+            self.schedule(self.cfg.tick_ms, self._start_probe_write)
+            return
+        term = node.core.term
+
+        def check() -> None:
+            if self.checker.committed.get(index) == term:
+                self._probe_committed = True
+            elif node.core.role is not Role.LEADER or node.core.term != term:
+                self._start_probe_write()
+            else:
+                self.schedule(self.cfg.tick_ms, check)
+
+        self._after(node)
+        self.schedule(self.cfg.tick_ms, check)
+
+    # --------------------------------------------------------------- clients
+
+    def _client_next(self, client: _Client) -> Callable[[], None]:
+        def issue() -> None:
+            client.op_counter += 1
+            key = f"k{self.rng.randrange(self.cfg.keys)}"
+            roll = self.rng.random()
+            value = f"c{client.id}-{client.op_counter}"
+            if roll < 0.45:
+                op = Operation(client.id, OpKind.PUT, key, self.now, None, value=value)
+            elif roll < 0.85:
+                op = Operation(client.id, OpKind.GET, key, self.now, None)
+            else:
+                expected = self._guess_value(key)
+                op = Operation(
+                    client.id, OpKind.CAS, key, self.now, None, value=value, expected=expected
+                )
+            client.busy = op
+            self.history.append(op)
+            self._submit(client, op, client.op_counter, attempts=0)
+            timeout = self.cfg.client_timeout_ms
+            self.schedule(timeout, lambda: self._client_timeout(client, op))
+
+        return issue
+
+    def _guess_value(self, key: str) -> str | None:
+        for op in reversed(self.history):
+            if op.key == key and op.kind is not OpKind.GET and op.value is not None:
+                return op.value if self.rng.random() < 0.7 else None
+        return None
+
+    def _submit(self, client: _Client, op: Operation, op_id: int, attempts: int) -> None:
+        if client.busy is not op:
+            return
+        alive = [n for n in sorted(self.nodes) if self.nodes[n].alive]
+        target = client.leader_guess if client.leader_guess in alive else 0
+        if not target or attempts > 2:
+            target = self.rng.choice(alive) if alive else 0
+        if not target:
+            self.schedule(20, lambda: self._submit(client, op, op_id, attempts + 1))
+            return
+        self.schedule(
+            self.rng.uniform(0.2, 2.0), lambda: self._arrive(client, op, op_id, target, attempts)
+        )
+
+    def _arrive(
+        self, client: _Client, op: Operation, op_id: int, nid: NodeId, attempts: int
+    ) -> None:
+        node = self.nodes[nid]
+        if client.busy is not op:
+            return
+        if not node.alive or node.paused_until > self.now:
+            self.schedule(5, lambda: self._submit(client, op, op_id, attempts + 1))
+            return
+        try:
+            if op.kind is OpKind.GET:
+                ctx = f"{client.id}:{op_id}:{attempts}".encode()
+                node.core.read_index(ctx)
+                self._pending_reads[(nid, node.incarnation, ctx)] = (op, client)
+            else:
+                kind = PUT if op.kind is OpKind.PUT else CAS
+                value = op.value or ""
+                cmd = Command(client.id, op_id, kind, op.key, value, op.expected)
+                index = node.core.propose(cmd.encode())
+                self._pending_writes[(nid, node.incarnation, index)] = (op, cmd, client)
+        except NotLeaderError as exc:
+            client.leader_guess = exc.leader
+            self.schedule(2, lambda: self._submit(client, op, op_id, attempts + 1))
+            return
+        except ProposalDroppedError:
+            self.schedule(5, lambda: self._submit(client, op, op_id, attempts + 1))
+            return
+        client.leader_guess = nid
+        self._after(node)
+
+    def _complete_write(
+        self, node: _Node, index: int, term: int, cmd: Command | None, ok: bool
+    ) -> None:
+        pending = self._pending_writes.pop((node.id, node.incarnation, index), None)
+        if pending is None:
+            return
+        op, sent, client = pending
+        if client.busy is not op:
+            return
+        if cmd != sent:
+            # Our entry was overwritten before it committed: it never took effect.
+            self.history.remove(op)
+            self._finish(client, op)
+            return
+        if op.kind is OpKind.CAS:
+            op.ok = ok
+        self._reply(client, op)
+
+    def _serve_reads(self, node: _Node) -> None:
+        if not node.reads_waiting_apply:
+            return
+        applied = node.core.log.applied
+        still: list[tuple[int, Operation]] = []
+        for index, op in node.reads_waiting_apply:
+            if index <= applied:
+                op.value = node.sm.data.get(op.key)
+                client = self.clients[op.client - 1]
+                if client.busy is op:
+                    self._reply(client, op)
+            else:
+                still.append((index, op))
+        node.reads_waiting_apply = still
+
+    def _reply(self, client: _Client, op: Operation) -> None:
+        """The response travels back to the client; the op completes on arrival."""
+
+        def arrive() -> None:
+            if client.busy is op:
+                op.complete = self.now
+                self._finish(client, op)
+
+        self.schedule(self.rng.uniform(0.2, 2.0), arrive)
+
+    def _finish(self, client: _Client, op: Operation) -> None:
+        client.busy = None
+        self.schedule(self.rng.uniform(0, 5), self._client_next(client))
+
+    def _client_timeout(self, client: _Client, op: Operation) -> None:
+        if client.busy is not op:
+            return
+        if op.kind is OpKind.GET:
+            self.history.remove(op)
+        client.leader_guess = 0
+        self._finish(client, op)
