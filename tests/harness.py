@@ -27,6 +27,7 @@ from hacoord.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from hacoord.sim.invariants import InvariantChecker
 
 
 @dataclass
@@ -54,7 +55,17 @@ class Disk:
 class Cluster:
     """N cores wired together with an instantaneous, cuttable network."""
 
-    def __init__(self, n: int = 3, seed: int = 1, **cfg: object) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int = 1,
+        core_class: type[RaftCore] = RaftCore,
+        checker: InvariantChecker | None = None,
+        **cfg: object,
+    ) -> None:
+        self.core_class = core_class
+        self.checker = checker
+        self._leader_checked: set[tuple[NodeId, int]] = set()
         self.ids = list(range(1, n + 1))
         self.conf = ConfState(frozenset(self.ids))
         self.cfg = cfg
@@ -75,7 +86,7 @@ class Cluster:
         return CoreConfig(node_id=nid, **self.cfg)  # type: ignore[arg-type]
 
     def start(self, nid: NodeId) -> None:
-        self.cores[nid] = RaftCore(
+        self.cores[nid] = self.core_class(
             self._config(nid),
             self.conf,
             random.Random(self.seed * 100 + nid),
@@ -84,6 +95,17 @@ class Cluster:
         snap = self.disks[nid].snapshot
         self.applied[nid] = [Entry(snap.meta.term, snap.meta.index, EntryKind.NOOP)] if snap else []
         self.alive.add(nid)
+        if self.checker is not None:
+            self.checker.on_state_machine_reset(nid, snap.meta.index if snap else 0)
+
+    def _check(self, nid: NodeId) -> None:
+        core = self.cores[nid]
+        if self.checker is None:
+            return
+        self.checker.on_commit(nid, core.log, core.term)
+        if core.role is Role.LEADER and (nid, core.term) not in self._leader_checked:
+            self._leader_checked.add((nid, core.term))
+            self.checker.on_leader(nid, core.term, core.log)
 
     def crash(self, nid: NodeId) -> None:
         self.alive.discard(nid)
@@ -112,12 +134,19 @@ class Cluster:
                     continue
                 progressed = True
                 rd = core.ready()
+                if self.checker is not None and rd.entries:
+                    prev = core.log.term(rd.entries[0].index - 1)
+                    self.checker.on_entries(nid, -1 if prev is None else prev, rd.entries)
                 queue.extend(rd.early_messages)
                 self.disks[nid].save(rd.hard_state, rd.entries, rd.snapshot)
                 queue.extend(rd.messages)
                 self.applied[nid].extend(rd.committed_entries)
+                if self.checker is not None:
+                    for entry in rd.committed_entries:
+                        self.checker.on_apply(nid, entry)
                 self.read_states[nid].extend(rd.read_states)
                 core.advance(rd)
+                self._check(nid)
             while queue:
                 m = queue.popleft()
                 self.sent.append(m)
@@ -128,6 +157,7 @@ class Cluster:
                     and not self.drop_if(m)
                 ):
                     self.cores[m.to].step(m)
+                    self._check(m.to)
                     progressed = True
             if not progressed:
                 return

@@ -64,7 +64,7 @@ def replay_command(seed: int, args: argparse.Namespace) -> str:
     for flag in ("no_faults", "no_pre_vote", "no_check_quorum"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
-    return " ".join(parts + ["--verbose"])
+    return " ".join([*parts, "--verbose"])
 
 
 def _results(args: argparse.Namespace) -> Iterator[SimResult]:

@@ -9,18 +9,18 @@ Raft invariants are checked after every event.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import heapq
 import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hacoord.raft.storage.memory import MemoryStorage
-from hacoord.sim.linearizability import Operation, OpKind, check_history
-
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError
+from hacoord.raft.storage.memory import MemoryStorage
 from hacoord.raft.types import (
     ConfState,
     EntryKind,
@@ -34,6 +34,7 @@ from hacoord.raft.types import (
 )
 from hacoord.sim.invariants import InvariantChecker
 from hacoord.sim.kv import CAS, PUT, Command, KVStateMachine
+from hacoord.sim.linearizability import Operation, OpKind, check_history
 from hacoord.sim.network import NetworkModel
 
 CoreFactory = Callable[[CoreConfig, ConfState, random.Random, PersistedState | None], RaftCore]
@@ -62,7 +63,29 @@ class SimConfig:
     snapshot_every: int = 40
     """Applied entries between state-machine snapshots (log compaction)."""
     disk_latency_ms: tuple[float, float] = (0.1, 2.0)
+    crash_after_sync_rate: float = 0.0
+    """Chance, per handled Ready, of crashing right after its messages went out."""
+    crash_after_vote_rate: float = 0.0
+    """Chance of crashing right after granting a vote (the riskiest moment to lose state)."""
+    max_value_padding: int = 0
+    """Client values get up to this many padding bytes (big entries split appends)."""
+    randomize: bool = True
+    """Draw batching limits, snapshot interval, entry sizes and crash points per seed."""
     core_factory: CoreFactory = RaftCore
+
+    def randomized(self, rng: random.Random) -> SimConfig:
+        """A copy with the per-seed knobs drawn from ``rng`` (when ``randomize``)."""
+        if not self.randomize:
+            return self
+        return dataclasses.replace(
+            self,
+            max_msg_bytes=rng.choice([1024, 4096, 1 << 20]),
+            max_inflight=rng.choice([1, 4, 64]),
+            snapshot_every=rng.choice([10, 40, 200]),
+            max_value_padding=rng.choice([0, 0, 300, 900]),
+            crash_after_sync_rate=rng.choice([0.0, 0.001, 0.003]) if self.faults else 0.0,
+            crash_after_vote_rate=rng.choice([0.0, 0.1, 0.3]) if self.faults else 0.0,
+        )
 
 
 @dataclass(slots=True)
@@ -105,8 +128,8 @@ class Simulation:
 
     def __init__(self, seed: int, config: SimConfig | None = None) -> None:
         self.seed = seed
-        self.cfg = config or SimConfig()
         self.rng = random.Random(seed)
+        self.cfg = (config or SimConfig()).randomized(self.rng)
         self.now = 0.0
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -204,6 +227,8 @@ class Simulation:
     def _after(self, node: _Node) -> None:
         """Check invariants and start handling the next Ready of ``node``."""
         core = node.core
+        if node.alive:
+            self.checker.on_commit(node.id, core.log, core.term)
         if core.role is Role.LEADER and core.term not in node.leader_terms_checked:
             node.leader_terms_checked.add(core.term)
             self.checker.on_leader(node.id, core.term, core.log)
@@ -230,6 +255,14 @@ class Simulation:
         node.syncing = False
         for m in rd.messages:
             self._send(m)
+        voted = rd.hard_state is not None and rd.hard_state.vote not in (0, node.id)
+        crash_rate = self.cfg.crash_after_vote_rate if voted else self.cfg.crash_after_sync_rate
+        if crash_rate and self.rng.random() < crash_rate:
+            # Crash right after the batch went out: votes and acks are on the wire.
+            nid = node.id
+            self.crash(nid)
+            self.schedule(self.rng.uniform(0.5, 10), lambda: self.restart(nid))
+            return
         if rd.snapshot is not None:
             node.sm.restore(rd.snapshot.data)
             node.reads_waiting_apply.clear()
@@ -243,7 +276,6 @@ class Simulation:
                 ok = node.sm.apply(cmd)
             self._complete_write(node, entry.index, entry.term, cmd, ok)
         node.core.advance(rd)
-        self.checker.on_commit(node.id, node.core.log)
         for rs in rd.read_states:
             key = (node.id, node.incarnation, rs.context)
             pending = self._pending_reads.pop(key, None)
@@ -266,7 +298,7 @@ class Simulation:
 
     def _send(self, m: Message) -> None:
         for delay in self.net.delays(self.rng, m.frm, m.to):
-            self.schedule(delay, lambda m=m: self._deliver(m))
+            self.schedule(delay, functools.partial(self._deliver, m))
 
     def _deliver(self, m: Message) -> None:
         node = self.nodes[m.to]
@@ -336,8 +368,11 @@ class Simulation:
     def _start_fault(self, kind: str, duration: float) -> None:
         ids = sorted(self.nodes)
         leader = self._leader()
-        if kind in ("crash", "crash_leader"):
+        if kind in ("crash", "crash_leader", "bounce"):
             victim = leader if kind == "crash_leader" and leader else self.rng.choice(ids)
+            if kind == "bounce":
+                # Crash and restart almost at once: the node comes back mid-election.
+                duration = self.rng.uniform(0.5, 30)
             self.crash(victim)
             self.schedule(duration, lambda: self.restart(victim))
         elif kind in ("partition", "isolate_leader"):
@@ -364,6 +399,9 @@ class Simulation:
             self.net.duplicate_rate = self.rng.uniform(0.0, 0.2)
             self.net.spike_rate = self.rng.uniform(0.0, 0.2)
             self.schedule(duration, self._calm_network)
+        elif kind == "slow":
+            self.net.max_latency = self.rng.uniform(10, 60)
+            self.schedule(duration, self._calm_network)
         elif kind == "transfer" and leader:
             target = self.rng.choice([i for i in ids if i != leader])
             node = self.nodes[leader]
@@ -372,6 +410,7 @@ class Simulation:
                 self._after(node)
 
     def _calm_network(self) -> None:
+        self.net.max_latency = NetworkModel().max_latency
         self.net.drop_rate = 0.0
         self.net.duplicate_rate = 0.0
         self.net.spike_rate = 0.0
@@ -417,6 +456,8 @@ class Simulation:
             key = f"k{self.rng.randrange(self.cfg.keys)}"
             roll = self.rng.random()
             value = f"c{client.id}-{client.op_counter}"
+            if self.cfg.max_value_padding:
+                value += "." * self.rng.randrange(self.cfg.max_value_padding)
             if roll < 0.45:
                 op = Operation(client.id, OpKind.PUT, key, self.now, None, value=value)
             elif roll < 0.85:

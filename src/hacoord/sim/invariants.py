@@ -3,7 +3,10 @@
 * Election safety: at most one leader per term.
 * Log matching: an (index, term) pair identifies the same entry, and the same
   predecessor term, on every node (by induction the whole prefix matches).
-* Leader completeness: a new leader holds every entry known to be committed.
+* Leader completeness: a new leader of term T holds every entry committed in a
+  term before T. (A slow candidate can still win an old term after newer terms
+  committed entries; such a stale leader can never commit, and is not required to
+  hold entries committed later.)
 * State machine safety: every node applies the same entry at each index, in order,
   and no committed entry is ever replaced (which also catches lost commits).
 """
@@ -23,6 +26,8 @@ class InvariantChecker:
         self._entry_ids: dict[tuple[int, int], tuple[bytes, int, int]] = {}
         self.committed: dict[int, int] = {}
         """index -> term of every entry known to be committed."""
+        self.commit_term: dict[int, int] = {}
+        """index -> the (earliest observed) term in which the entry was committed."""
         self.max_committed = 0
         self._applied: dict[int, tuple[int, bytes]] = {}
         self._last_applied: dict[NodeId, int] = {}
@@ -39,8 +44,10 @@ class InvariantChecker:
             return
         for index in range(max(log.snapshot_index + 1, 1), self.max_committed + 1):
             want = self.committed.get(index)
+            if want is None or self.commit_term.get(index, term) >= term:
+                continue  # committed in this term or later: not required of this leader
             have = log.term(index)
-            if want is not None and have != want:
+            if have != want:
                 self._fail(
                     f"leader completeness: leader {node} of term {term} has term {have} at "
                     f"index {index}, committed entry has term {want}"
@@ -62,14 +69,19 @@ class InvariantChecker:
                 )
             prev_term = entry.term
 
-    def on_commit(self, node: NodeId, log: RaftLog) -> None:
-        """Check and record the entries ``node`` newly considers committed."""
+    def on_commit(self, node: NodeId, log: RaftLog, current_term: int) -> None:
+        """Check and record the entries ``node`` (now in ``current_term``) newly commits.
+
+        Called after every event, so the leader that commits an entry observes it
+        first and ``commit_term`` is the term the entry was committed in.
+        """
         lo = max(log.snapshot_index, self._checked_commit.get(node, 0)) + 1
         for index in range(lo, log.committed + 1):
             term = log.term(index)
             if term is None:
                 continue
             known = self.committed.setdefault(index, term)
+            self.commit_term.setdefault(index, current_term)
             if known != term:
                 self._fail(
                     f"committed entry replaced: node {node} commits term {term} at index "
