@@ -24,10 +24,14 @@ Search reductions, all of which keep the search complete:
   come next and agrees with the register is linearized immediately, without
   branching: moving it earlier in any valid linearization keeps that valid;
 * an operation with unknown outcome is only linearized directly before an operation
-  that observes the value it wrote: in any valid linearization, a pending write
-  followed by a PUT (or by nothing) can be deleted;
-* a state that only differs from an already refuted state by having linearized some
-  operations with unknown outcome is refuted too (it has fewer options left).
+  that observes the register (a GET, a CAS): in any valid linearization, a pending
+  write followed by a PUT (or by nothing) can be deleted;
+* a register value that no remaining operation refers to is treated as one value,
+  and pending PUTs of such values that may already come next are interchangeable:
+  only how many of them are left matters;
+* a state is refuted without exploring it if an already refuted state offers at
+  least the same ways out: one with more of those spare PUTs left, without the
+  obligation to observe the register next, or with no pending operation linearized.
 """
 
 from __future__ import annotations
@@ -147,7 +151,12 @@ _CAS_OK = 2
 _CAS_FAIL = 3
 
 _Move = tuple[int, int, int]
-"""(completed op index or -1, bits of pending ops linearized, register value after)."""
+"""(completed op index or -1, bit of the pending op linearized or 0, register value after)."""
+
+_Key = tuple[int, int, int, int, bool]
+"""Memo key: (lowest unlinearized completed op, the completed-op bits from there,
+pending-op bits other than spare ones, register value id, whether the next op must
+observe the register). The number of spare pending ops left completes a state."""
 
 _DEAD = -1
 """Register value id standing for any value that no unlinearized operation refers to.
@@ -170,7 +179,18 @@ def _low_zero(bits: int) -> int:
 class _Frame:
     """A search state on the DFS stack, with its untried moves."""
 
-    __slots__ = ("ccdone", "cdone", "key", "move", "moves", "next", "pdone", "raw", "value")
+    __slots__ = (
+        "ccdone",
+        "cdone",
+        "key",
+        "left",
+        "move",
+        "moves",
+        "next",
+        "pdone",
+        "raw",
+        "value",
+    )
 
     def __init__(
         self,
@@ -179,7 +199,8 @@ class _Frame:
         pdone: int,
         value: int,
         raw: int,
-        key: tuple[int, int, int, int],
+        key: _Key,
+        left: int,
         moves: list[_Move],
         move: _Move | None,
     ) -> None:
@@ -189,6 +210,7 @@ class _Frame:
         self.value = value  # register value id, _DEAD if no remaining op refers to it
         self.raw = raw  # the actual register value id, for explanations
         self.key = key
+        self.left = left  # spare pending ops left
         self.moves = moves
         self.next = 0
         self.move = move  # the move that led here
@@ -239,11 +261,8 @@ class _KeySearch:
         self.p_val = [self._id(op.value) for op in pending]
         self.p_exp = [self._id(op.expected) for op in pending]
         self.p_by_val: dict[int, list[int]] = {}
-        self.p_cas_by_exp: dict[int, list[int]] = {}
-        for j, op in enumerate(pending):
-            self.p_by_val.setdefault(self.p_val[j], []).append(j)
-            if op.kind is OpKind.CAS:
-                self.p_cas_by_exp.setdefault(self.p_exp[j], []).append(j)
+        for j, vid in enumerate(self.p_val):
+            self.p_by_val.setdefault(vid, []).append(j)
 
         # Which operations refer to each value (bit masks over completed / pending ops).
         self.ref_c = [0] * len(self.names)
@@ -254,6 +273,14 @@ class _KeySearch:
             if is_cas:
                 self.ref_p[self.p_exp[j]] |= 1 << j
         self.p_referenced = [bool(self.ref_c[v] or self.ref_p[v]) for v in self.p_val]
+        # Pending PUTs of values no pending CAS expects, with the index of the last
+        # completed op referring to the value (-1 if none).
+        self.p_put_last_ref = [
+            (j, self.ref_c[self.p_val[j]].bit_length() - 1)
+            for j in range(len(pending))
+            if not self.p_is_cas[j] and not self.ref_p[self.p_val[j]]
+        ]
+        self._spare_cache: dict[tuple[int, int], int] = {}
 
     def _id(self, value: str | None) -> int:
         vid = self._ids.get(value)
@@ -275,6 +302,25 @@ class _KeySearch:
         deadline = self.cc_time[_low_zero(ccdone)]
         return lo, bisect_right(self.c_inv, deadline, lo), deadline
 
+    def _spare(self, lo: int, ccdone: int) -> int:
+        """Bits of the interchangeable pending ops of states with this ``lo`` and
+        ``ccdone``: PUTs that may already come next and whose values nothing remaining
+        refers to.
+
+        They can be linearized from now on in every state, and all they can do is put
+        in an unreferenced value, so which of them are left does not matter, only how
+        many.
+        """
+        top = bisect_right(self.p_inv, self.cc_time[_low_zero(ccdone)])
+        spare = self._spare_cache.get((lo, top))
+        if spare is None:
+            spare = 0
+            for j, last_ref in self.p_put_last_ref:
+                if j < top and last_ref < lo:
+                    spare |= 1 << j
+            self._spare_cache[lo, top] = spare
+        return spare
+
     def _live(self, value: int, cdone: int, pdone: int) -> bool:
         """Whether some unlinearized operation refers to ``value``."""
         return bool(self.ref_c[value] & ~cdone or self.ref_p[value] & ~pdone)
@@ -284,7 +330,9 @@ class _KeySearch:
             return value
         return _DEAD
 
-    def _moves(self, cdone: int, ccdone: int, pdone: int, value: int) -> list[_Move]:
+    def _moves(self, cdone: int, ccdone: int, pdone: int, value: int, flagged: bool) -> list[_Move]:
+        """Moves out of a state; ``flagged`` means the last move was a pending write,
+        so the next operation must observe the register."""
         lo, hi, deadline = self._window(cdone, ccdone)
         kinds, vals, exps = self.c_kind, self.c_val, self.c_exp
         moves: list[_Move] = []
@@ -301,12 +349,15 @@ class _KeySearch:
                 if exps[i] != value:
                     return [(i, 0, value)]
                 blocked.append(i)
-            elif kind == _PUT or exps[i] == value:
+            elif kind == _PUT:
+                if not flagged:
+                    moves.append((i, 0, vals[i]))
+            elif exps[i] == value:
                 moves.append((i, 0, vals[i]))
             else:
                 blocked.append(i)
         if self.p_ops:
-            self._pending_moves(cdone, pdone, value, deadline, blocked, moves)
+            self._pending_moves(cdone, pdone, value, deadline, blocked, not flagged, moves)
         return moves
 
     def _pending_moves(
@@ -316,14 +367,16 @@ class _KeySearch:
         value: int,
         deadline: float,
         blocked: list[int],
+        allow_put: bool,
         moves: list[_Move],
     ) -> None:
-        """Append moves "pending write, then an op that observes what it wrote".
+        """Append the pending writes worth linearizing next.
 
-        A blocked failed CAS only needs the register to change: any pending write of
-        another value will do. Writes of values nothing remaining refers to are then
-        interchangeable, so only the latest-invoked one of each kind is tried (keeping
-        earlier ones, which can be linearized in more states, for later).
+        A pending write is only tried if some operation that may come after it would
+        observe the value it writes. A blocked failed CAS only needs the register to
+        change, so any other value will do; writes of values that nothing remaining
+        refers to are then interchangeable, and only the latest-invoked one of each
+        kind is tried (keeping earlier ones, usable in more states, for later).
         """
         top = bisect_right(self.p_inv, deadline)
         if not top:
@@ -334,7 +387,7 @@ class _KeySearch:
         for j in range(top):
             if p_is_cas[j] and not pdone >> j & 1:
                 wanted.add(p_exp[j])
-        candidates: set[int] = set()  # pending writes worth trying
+        candidates: set[int] = set()
         for v in wanted:
             for j in self.p_by_val.get(v, ()):
                 if j < top:
@@ -353,23 +406,13 @@ class _KeySearch:
                     dead_cas = j
             candidates.update(j for j in (dead_put, dead_cas) if j >= 0)
         for j in sorted(candidates):
-            if pdone >> j & 1 or (p_is_cas[j] and p_exp[j] != value):
+            if (
+                pdone >> j & 1
+                or p_val[j] == value  # changes nothing: never needed
+                or (p_exp[j] != value if p_is_cas[j] else not allow_put)
+            ):
                 continue
-            written = self.p_val[j]
-            bit = 1 << j
-            for i in blocked:
-                kind = kinds[i]
-                if kind == _GET:
-                    if vals[i] == written:
-                        moves.append((i, bit, written))
-                elif kind == _CAS_FAIL:
-                    if exps[i] != written:
-                        moves.append((i, bit, written))
-                elif exps[i] == written:
-                    moves.append((i, bit, vals[i]))
-            for x in self.p_cas_by_exp.get(written, ()):
-                if x < top and x != j and not pdone >> x & 1:
-                    moves.append((-1, bit | 1 << x, self.p_val[x]))
+            moves.append((-1, 1 << j, p_val[j]))
 
     def run(self, max_states: int, history_ops: int) -> str | None:
         """Search for a linearization; return ``None`` if one exists, else an explanation."""
@@ -378,11 +421,17 @@ class _KeySearch:
             return None
         full = (1 << nc) - 1
         root_value = self._canon(0, 0, 0)
-        root_key = (0, 0, 0, root_value)
-        root = _Frame(0, 0, 0, root_value, 0, root_key, self._moves(0, 0, 0, root_value), None)
+        root_left = self._spare(0, 0).bit_count() if self.p_ops else 0
+        root_moves = self._moves(0, 0, 0, root_value, False)
+        root = _Frame(
+            0, 0, 0, root_value, 0, (0, 0, 0, root_value, False), root_left, root_moves, None
+        )
         stack = [root]
-        seen = {root_key}
-        refuted: set[tuple[int, int, int, int]] = set()  # fully explored, no pending ops
+        # Fully explored states (none led to a linearization), mapped to the most spare
+        # pending ops any of them had left. Every visited state not on the stack is
+        # refuted, and states on the stack are ancestors of the current one, which has
+        # more ops linearized; so this also serves as the set of visited states.
+        refuted: dict[_Key, int] = {}
         states = 1
         best, best_done = root, 0
         best_tail: list[_Move] = []
@@ -390,8 +439,8 @@ class _KeySearch:
             frame = stack[-1]
             if frame.next == len(frame.moves):
                 stack.pop()
-                if not frame.pdone:
-                    refuted.add(frame.key)
+                if refuted.get(frame.key, -1) < frame.left:
+                    refuted[frame.key] = frame.left
                 continue
             move = frame.moves[frame.next]
             frame.next += 1
@@ -408,17 +457,26 @@ class _KeySearch:
                 raw = frame.raw
             lo = _low_zero(cdone)
             rest = cdone >> lo
-            key = (lo, rest, pdone, value)
-            if key in seen:
+            flagged = c < 0
+            pkey, left = pdone, 0
+            if self.p_ops:
+                spare = self._spare(lo, ccdone)
+                pkey, left = pdone & ~spare, (spare & ~pdone).bit_count()
+            # Prune the state if a refuted one offers at least the same ways out: the
+            # same state, or one with more spare pending ops left, or without the
+            # obligation to observe the register next, or with no pending op linearized.
+            key = (lo, rest, pkey, value, flagged)
+            if refuted.get(key, -1) >= left:
                 continue
-            if pdone and (lo, rest, 0, self._canon(raw, cdone, 0)) in refuted:
-                continue  # same state with fewer pending ops linearized has no way out
-            seen.add(key)
+            if flagged and refuted.get((lo, rest, pkey, value, False), -1) >= left:
+                continue
+            if pdone and refuted.get((lo, rest, 0, self._canon(raw, cdone, 0), False), -1) >= left:
+                continue
             states += 1
             if states > max_states:
                 raise LinearizabilityTimeout(self.key, self.size, history_ops, states - 1)
-            moves = self._moves(cdone, ccdone, pdone, value)
-            child = _Frame(cdone, ccdone, pdone, value, raw, key, moves, move)
+            moves = self._moves(cdone, ccdone, pdone, value, flagged)
+            child = _Frame(cdone, ccdone, pdone, value, raw, key, left, moves, move)
             stack.append(child)
             done = cdone.bit_count()
             if done > best_done:
@@ -432,10 +490,11 @@ class _KeySearch:
         nc, npending = len(self.c_ops), len(self.p_ops)
         lo, hi, _ = self._window(best.cdone, best.ccdone)
         stuck = [self.c_ops[i] for i in range(lo, hi) if not best.cdone >> i & 1]
-        text = f"no linearization of the {nc} completed ops on key {self.key!r}"
+        text = f"the {nc} completed ops on key {self.key!r}"
         if npending:
-            text += f" (plus {npending} writes with unknown outcome)"
-        text += f"; at most {done} of them can be ordered consistently"
+            plural = "s" if npending != 1 else ""
+            text += f" (plus {npending} write{plural} with unknown outcome)"
+        text += f" cannot be linearized. The longest consistent order found places {done}"
         if tail:
             steps: list[str] = []
             for c, pbits, _ in tail:
@@ -443,8 +502,9 @@ class _KeySearch:
                 if c >= 0:
                     steps.append(_describe(self.c_ops[c]))
             text += ", ending with: " + "; ".join(steps)
-        text += f". The register then holds {self.names[best.raw]!r} and none of these "
-        text += "can be linearized next: " + "; ".join(_describe(op) for op in stuck[:_STUCK])
+        text += f". The register then holds {self.names[best.raw]!r}, and none of the "
+        text += "operations that may come next leads to a linearization: "
+        text += "; ".join(_describe(op) for op in stuck[:_STUCK])
         if len(stuck) > _STUCK:
             text += f"; ... ({len(stuck) - _STUCK} more)"
         return text
