@@ -25,6 +25,7 @@ from hacoord.raft.types import (
     ConfState,
     EntryKind,
     Message,
+    MessageType,
     NodeId,
     PersistedState,
     Ready,
@@ -239,6 +240,10 @@ class Simulation:
         rd = core.ready()
         for m in rd.early_messages:
             self._send(m)
+            if m.type is MessageType.SNAPSHOT:
+                # Like a driver whose snapshot stream finished: the leader waits for
+                # the follower's answer (or the next heartbeat) and resends if needed.
+                core.report_snapshot(m.to, failed=False)
         if rd.entries:
             prev = core.log.term(rd.entries[0].index - 1)
             self.checker.on_entries(node.id, prev if prev is not None else -1, rd.entries)
