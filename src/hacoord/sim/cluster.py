@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError
-from hacoord.raft.storage.memory import MemoryStorage
+from hacoord.sim.disk import SimDisk
 from hacoord.raft.types import (
     ConfState,
     EntryKind,
@@ -105,7 +105,7 @@ class SimResult:
 class _Node:
     id: NodeId
     core: RaftCore
-    storage: MemoryStorage
+    storage: SimDisk
     sm: KVStateMachine
     rng: random.Random
     incarnation: int = 0
@@ -140,7 +140,7 @@ class Simulation:
         self.conf = ConfState(frozenset(ids))
         self.nodes: dict[NodeId, _Node] = {}
         for nid in ids:
-            storage = MemoryStorage()
+            storage = SimDisk()
             node_rng = random.Random(seed * 1000 + nid)
             core = self.cfg.core_factory(self._core_config(nid), self.conf, node_rng, None)
             self.nodes[nid] = _Node(nid, core, storage, KVStateMachine(), node_rng)
