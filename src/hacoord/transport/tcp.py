@@ -144,7 +144,7 @@ def _jitter(delay: float) -> float:
 class _PeerLink:
     """Outbound state for one peer: its queue and the writer task draining it."""
 
-    __slots__ = ("addr", "connected", "peer", "queue", "task", "wakeup")
+    __slots__ = ("addr", "connected", "dial_now", "peer", "queue", "task", "wakeup")
 
     def __init__(self, peer: NodeId, addr: Address) -> None:
         self.peer = peer
@@ -153,6 +153,17 @@ class _PeerLink:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.connected = False
+        self.dial_now = asyncio.Event()
+        """Set when the peer just connected to us: it is up, so stop backing off."""
+
+    async def back_off(self, delay: float) -> bool:
+        """Sleep ``delay`` (jittered) unless told to dial now; True if woken early."""
+        self.dial_now.clear()
+        try:
+            await asyncio.wait_for(self.dial_now.wait(), _jitter(delay))
+        except TimeoutError:
+            return False
+        return True
 
 
 class TcpTransport:
@@ -382,8 +393,10 @@ class TcpTransport:
                     dropped,
                 )
                 self._report_unreachable(link.peer)
-                await asyncio.sleep(_jitter(delay))
-                delay = min(delay * 2, BACKOFF_MAX)
+                if await link.back_off(delay):
+                    delay = BACKOFF_INITIAL
+                else:
+                    delay = min(delay * 2, BACKOFF_MAX)
                 continue
             if failures:
                 log.info(
@@ -416,8 +429,9 @@ class TcpTransport:
                     reason,
                 )
             self._report_unreachable(link.peer)
-            await asyncio.sleep(_jitter(delay))
-            if lived < STABLE_CONNECTION:
+            if await link.back_off(delay):
+                delay = BACKOFF_INITIAL
+            elif lived < STABLE_CONNECTION:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     async def _pump(
@@ -537,6 +551,11 @@ class TcpTransport:
             peer = await self._accept_handshake(remote, reader, writer)
             if peer is not None:
                 self._inbound[task] = peer
+                link = self._links.get(peer)
+                if link is not None and not link.connected:
+                    # The peer just reached us, so it is up: our dial to it need not
+                    # wait out its back-off (this makes failover after a restart fast).
+                    link.dial_now.set()
                 await self._receive(peer, remote, reader)
         except OSError as exc:
             log.info("connection from %s lost: %s", remote, exc or type(exc).__name__)

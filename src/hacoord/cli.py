@@ -1,0 +1,198 @@
+"""The ``hacoord`` command line: serve, status, transfer-leadership, put/get, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hacoord.raft.errors import ConfigError
+from hacoord.server.config_file import load_config, parse_address
+
+
+def _endpoints(args: argparse.Namespace) -> list[str]:
+    if args.config:
+        cfg = load_config(Path(args.config))
+        return [
+            f"{m.http[0]}:{m.http[1]}" for m in sorted(cfg.members.values(), key=lambda m: m.id)
+        ]
+    if args.endpoints:
+        out = []
+        for item in args.endpoints.split(","):
+            host, port = parse_address(item.strip(), "--endpoints")
+            out.append(f"{host}:{port}")
+        return out
+    raise ConfigError("give --endpoints host:port,host:port or --config FILE")
+
+
+async def _fetch_status(session: aiohttp.ClientSession, ep: str) -> dict[str, Any] | str:
+    try:
+        async with session.get(f"http://{ep}/status") as resp:
+            data: dict[str, Any] = await resp.json()
+            return data
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+async def _status(args: argparse.Namespace) -> int:
+    endpoints = _endpoints(args)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        results = await asyncio.gather(*(_fetch_status(session, ep) for ep in endpoints))
+    if args.json:
+        print(json.dumps(dict(zip(endpoints, results, strict=True)), indent=2, sort_keys=True))
+        return 0
+    header = ("ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG")
+    rows: list[tuple[str, ...]] = [header]
+    leaders = set()
+    for ep, st in zip(endpoints, results, strict=True):
+        if isinstance(st, str):
+            rows.append((ep, "-", st, "", "", "", "", ""))
+            continue
+        lag = "-"
+        if st["role"] == "leader":
+            leaders.add(st["id"])
+            lag = ",".join(f"{p}:{v['lag']}" for p, v in st["peers"].items()) or "-"
+        rows.append(
+            (
+                ep,
+                str(st["id"]),
+                st["role"],
+                str(st["term"]),
+                str(st["leader"] or "-"),
+                str(st["commit_index"]),
+                str(st["applied_index"]),
+                lag,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if len(leaders) != 1:
+        print(f"warning: {len(leaders)} members report themselves leader", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _find_leader(session: aiohttp.ClientSession, endpoints: list[str]) -> str:
+    for ep in endpoints:
+        st = await _fetch_status(session, ep)
+        if isinstance(st, dict) and st["role"] == "leader":
+            return ep
+    raise ConfigError(f"no member of {endpoints} reports itself leader")
+
+
+async def _transfer(args: argparse.Namespace) -> int:
+    endpoints = _endpoints(args)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        leader = await _find_leader(session, endpoints)
+        async with session.post(
+            f"http://{leader}/transfer-leadership", json={"to": args.to}
+        ) as resp:
+            body = await resp.json()
+    if resp.status != 200:
+        print(f"transfer failed: {body.get('error')}", file=sys.stderr)
+        return 1
+    print(f"leadership moved to member {args.to}")
+    return 0
+
+
+async def _put(args: argparse.Namespace) -> int:
+    endpoints = _endpoints(args)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        leader = await _find_leader(session, endpoints)
+        async with session.put(f"http://{leader}/v1/kv/{args.key}", data=args.value.encode()) as r:
+            body = await r.json()
+    print(json.dumps(body, sort_keys=True))
+    return 0 if r.status == 200 else 1
+
+
+async def _get(args: argparse.Namespace) -> int:
+    endpoints = _endpoints(args)
+    consistency = "serializable" if args.serializable else "linearizable"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        target = endpoints[0] if args.serializable else await _find_leader(session, endpoints)
+        async with session.get(f"http://{target}/v1/kv/{args.key}?consistency={consistency}") as r:
+            body = await r.json()
+    print(json.dumps(body, sort_keys=True))
+    return 0 if r.status == 200 else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hacoord.server.serve import serve
+
+    cfg = load_config(Path(args.config))
+    logging.basicConfig(
+        level=cfg.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(cfg))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hacoord.server.demo import run_demo
+
+    return asyncio.run(run_demo(args.nodes, args.election_timeout_ms, args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="hacoord", description="hacoord coordinator")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run one cluster member")
+    s.add_argument("--config", required=True, help="member TOML file")
+    s.set_defaults(func=_serve)
+
+    def with_endpoints(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--endpoints", help="HTTP endpoints, comma separated host:port")
+        sp.add_argument("--config", help="read the members' endpoints from a member TOML file")
+
+    s = sub.add_parser("status", help="show every member's role, term and progress")
+    with_endpoints(s)
+    s.add_argument("--json", action="store_true", help="print raw JSON")
+    s.set_defaults(func=lambda a: asyncio.run(_status(a)))
+
+    s = sub.add_parser("transfer-leadership", help="move leadership to member TO")
+    s.add_argument("to", type=int)
+    with_endpoints(s)
+    s.set_defaults(func=lambda a: asyncio.run(_transfer(a)))
+
+    s = sub.add_parser("put", help="write a key through the leader")
+    s.add_argument("key")
+    s.add_argument("value")
+    with_endpoints(s)
+    s.set_defaults(func=lambda a: asyncio.run(_put(a)))
+
+    s = sub.add_parser("get", help="read a key (linearizable unless --serializable)")
+    s.add_argument("key")
+    s.add_argument("--serializable", action="store_true")
+    with_endpoints(s)
+    s.set_defaults(func=lambda a: asyncio.run(_get(a)))
+
+    s = sub.add_parser("demo", help="start a local cluster, kill its leader, watch failover")
+    s.add_argument("--nodes", type=int, default=3, choices=(3, 5))
+    s.add_argument("--election-timeout-ms", type=float, default=300.0)
+    s.add_argument("--dir", help="keep the cluster's files here (default: a temp dir)")
+    s.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hacoord`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"hacoord: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

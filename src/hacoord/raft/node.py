@@ -1,0 +1,590 @@
+"""The asyncio driver around the pure core: ticks, storage, transport, apply loop.
+
+``RaftNode`` owns one :class:`~hacoord.raft.core.RaftCore` and performs its IO:
+
+* a ticker task calls ``core.tick()`` every tick, never waiting on the disk;
+* the ready loop sends early messages, persists the batch on a dedicated writer
+  thread (one fsync per batch), sends the remaining messages, applies committed
+  entries to the user's state machine, serves ReadIndex reads and advances;
+* proposals are batched: everything queued while a batch is persisted goes into the
+  next append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hacoord.raft.config import CoreConfig
+from hacoord.raft.core import RaftCore
+from hacoord.raft.errors import ConfigError, NotLeaderError, ProposalDroppedError, RaftError
+from hacoord.raft.metrics import Histogram, counter, gauge
+from hacoord.raft.snapshot_transfer import DEFAULT_CHUNK_BYTES, SnapshotAssembler, split_snapshot
+from hacoord.raft.storage.disk import DiskStorage
+from hacoord.raft.storage.writer import AsyncStorageWriter
+from hacoord.raft.timing import Timing
+from hacoord.raft.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    NodeId,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+
+log = logging.getLogger("hacoord.node")
+
+
+class StateMachine(Protocol):
+    """What a RaftNode replicates. ``apply`` must be deterministic."""
+
+    def apply(self, entry: Entry) -> Any:
+        """Apply one committed NORMAL entry; the return value resolves ``propose``."""
+
+    def snapshot(self) -> bytes:
+        """Serialize the whole state (taken at the last applied index)."""
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot."""
+
+
+class Transport(Protocol):
+    """Delivers messages to peers; see :class:`hacoord.transport.tcp.TcpTransport`."""
+
+    def send(self, m: Message) -> None:
+        """Queue ``m`` for delivery without waiting."""
+
+    async def start(self) -> None:
+        """Begin listening and dialling."""
+
+    async def close(self) -> None:
+        """Stop and release sockets."""
+
+
+TransportFactory = Callable[[Callable[[list[Message]], None], Callable[[NodeId], None]], Transport]
+"""Builds the transport, given the node's ``on_messages`` and ``on_unreachable`` callbacks."""
+
+
+@dataclass(slots=True, frozen=True)
+class NodeConfig:
+    """Settings of one member."""
+
+    node_id: NodeId
+    cluster_id: str
+    data_dir: Path
+    voters: frozenset[NodeId]
+    timing: Timing = field(default_factory=Timing)
+    snapshot_entries: int = 10_000
+    """Applied entries between automatic snapshots (and log compaction)."""
+    max_pending_proposals: int = 10_000
+    max_msg_bytes: int = 1 << 20
+    max_inflight: int = 64
+    snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        if self.node_id not in self.voters:
+            raise ConfigError(
+                f"node_id {self.node_id} is not among the voters {sorted(self.voters)}"
+            )
+        if not self.cluster_id:
+            raise ConfigError("cluster_id must be a non-empty string")
+        if self.snapshot_entries < 1:
+            raise ConfigError(f"snapshot_entries must be >= 1, got {self.snapshot_entries}")
+        if self.max_pending_proposals < 1:
+            raise ConfigError(
+                f"max_pending_proposals must be >= 1, got {self.max_pending_proposals}"
+            )
+
+    def core_config(self) -> CoreConfig:
+        """The tick-based configuration of the core."""
+        return CoreConfig(
+            node_id=self.node_id,
+            election_ticks=self.timing.election_ticks,
+            heartbeat_ticks=self.timing.heartbeat_ticks,
+            pre_vote=self.pre_vote,
+            check_quorum=self.check_quorum,
+            max_msg_bytes=self.max_msg_bytes,
+            max_inflight=self.max_inflight,
+        )
+
+
+class NodeMetrics:
+    """Counters and histograms exported on ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.commit_latency = Histogram(
+            "hacoord_commit_latency_seconds", "Time from propose() to the entry being applied."
+        )
+        self.fsync_latency = Histogram(
+            "hacoord_fsync_latency_seconds", "Time to persist one Ready batch (write + sync)."
+        )
+        self.peer_rtt = Histogram("hacoord_peer_rtt_seconds", "Heartbeat round-trip time to peers.")
+        self.proposals = 0
+        self.proposals_failed = 0
+        self.applied_entries = 0
+        self.batches = 0
+        self.snapshots = 0
+
+    def render(self, node: RaftNode) -> str:
+        """The Prometheus text exposition for ``node``."""
+        core = node.core
+        lines: list[str] = []
+        lines += gauge("hacoord_term", "Current Raft term.", core.term)
+        lines += gauge("hacoord_is_leader", "1 when this member leads.", int(node.is_leader))
+        lines += counter(
+            "hacoord_leader_changes_total",
+            "Leader changes seen by this member.",
+            core.leader_changes,
+        )
+        lines += gauge("hacoord_commit_index", "Commit index.", core.log.committed)
+        lines += gauge("hacoord_applied_index", "Applied index.", core.log.applied)
+        lines += counter("hacoord_proposals_total", "Proposals accepted.", self.proposals)
+        lines += counter(
+            "hacoord_proposals_failed_total",
+            "Proposals refused or dropped.",
+            self.proposals_failed,
+        )
+        lines += counter("hacoord_ready_batches_total", "Ready batches handled.", self.batches)
+        lines += counter("hacoord_snapshots_total", "Snapshots taken.", self.snapshots)
+        for hist in (self.commit_latency, self.fsync_latency, self.peer_rtt):
+            lines += list(hist.render())
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class _Proposal:
+    data: bytes
+    future: asyncio.Future[Any]
+    started: float
+
+
+class RaftNode:
+    """One cluster member, driving a :class:`RaftCore` with real IO."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        state_machine: StateMachine,
+        transport_factory: TransportFactory,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.sm = state_machine
+        self.metrics = NodeMetrics()
+        self._storage = DiskStorage(config.data_dir)
+        persisted = self._storage.load()
+        self.core = RaftCore(
+            config.core_config(),
+            ConfState(config.voters),
+            rng or random.Random(),
+            persisted,
+        )
+        if persisted.snapshot is not None:
+            self.sm.restore(persisted.snapshot.data)
+        self._writer = AsyncStorageWriter(self._storage)
+        self.transport = transport_factory(self._on_messages, self._on_unreachable)
+        self._wake = asyncio.Event()
+        self._queue: deque[_Proposal] = deque()
+        self._queue_space = asyncio.Condition()
+        self._inflight: dict[int, tuple[int, _Proposal]] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._reads_waiting_apply: list[tuple[int, asyncio.Future[int]]] = []
+        self._read_seq = 0
+        self._heartbeat_sent: dict[NodeId, float] = {}
+        self._assembler = SnapshotAssembler()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._role_watchers: list[asyncio.Event] = []
+        self.last_role = Role.FOLLOWER
+        self.fatal: BaseException | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the transport, the ticker and the ready loop."""
+        await self.transport.start()
+        self._tasks = [
+            asyncio.create_task(self._ticker(), name=f"hacoord-tick-{self.id}"),
+            asyncio.create_task(self._ready_loop(), name=f"hacoord-ready-{self.id}"),
+        ]
+        log.info("node %d started (cluster %s)", self.id, self.config.cluster_id)
+
+    async def stop(self, transfer: bool = True) -> None:
+        """Stop; a leader first hands leadership to its most caught-up peer."""
+        if self._stopping:
+            return
+        if transfer and self.is_leader and len(self.config.voters) > 1:
+            await self._transfer_before_stop()
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.transport.close()
+        await self._writer.close()
+        self._storage.close()
+        self._fail_all(RaftError(f"node {self.id} stopped"))
+        log.info("node %d stopped", self.id)
+
+    async def _transfer_before_stop(self) -> None:
+        peers = self.core.progress
+        candidates = sorted((pr.match, peer) for peer, pr in peers.items() if peer != self.id)
+        if not candidates:
+            return
+        target = candidates[-1][1]
+        try:
+            self.core.transfer_leadership(target)
+        except RaftError:
+            return
+        self._wake.set()
+        deadline = self.config.timing.election_timeout_ms / 1000
+        try:
+            await asyncio.wait_for(self._wait_not_leader(), deadline)
+            log.info("node %d handed leadership to %d before stopping", self.id, target)
+        except TimeoutError:
+            log.warning("node %d: leadership transfer to %d did not finish", self.id, target)
+
+    async def _wait_not_leader(self) -> None:
+        while self.is_leader:
+            await self._role_changed()
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def id(self) -> NodeId:
+        """This member's id."""
+        return self.config.node_id
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this member currently leads."""
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> NodeId:
+        """The leader this member knows of (0 if none)."""
+        return self.core.leader
+
+    async def propose(self, data: bytes) -> Any:
+        """Replicate ``data``; returns the state machine's result once applied here.
+
+        Raises :class:`NotLeaderError` (with the leader's id when known) on a follower.
+        Waits for queue space when ``max_pending_proposals`` are already pending.
+        """
+        self._check_running()
+        if not self.is_leader:
+            self.metrics.proposals_failed += 1
+            raise NotLeaderError(self.id, self.core.leader)
+        async with self._queue_space:
+            await self._queue_space.wait_for(
+                lambda: len(self._queue) < self.config.max_pending_proposals
+            )
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Proposal(data, fut, time.perf_counter()))
+        self._wake.set()
+        return await fut
+
+    async def read_index(self, timeout: float | None = None) -> int:
+        """A linearizable read barrier: returns once this member has applied every
+        entry committed before the call, so local state can be read safely."""
+        self._check_running()
+        self._read_seq += 1
+        ctx = self._read_seq.to_bytes(8, "big")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.core.read_index(ctx)
+        self._reads[ctx] = fut
+        self._wake.set()
+        limit = (
+            timeout if timeout is not None else 2 * self.config.timing.election_timeout_ms / 1000
+        )
+        try:
+            return await asyncio.wait_for(fut, limit)
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def transfer_leadership(self, to: NodeId, timeout: float | None = None) -> None:
+        """Hand leadership to ``to`` and wait until it has taken over."""
+        self._check_running()
+        self.core.transfer_leadership(to)
+        self._wake.set()
+        limit = (
+            timeout if timeout is not None else 2 * self.config.timing.election_timeout_ms / 1000
+        )
+
+        async def until_done() -> None:
+            while self.core.leader != to or self.is_leader:
+                await self._role_changed()
+
+        try:
+            await asyncio.wait_for(until_done(), limit)
+        except TimeoutError as exc:
+            raise RaftError(
+                f"leadership transfer from {self.id} to {to} did not finish in {limit:.2f}s"
+            ) from exc
+
+    async def wait_for_leader(self, timeout: float) -> NodeId:
+        """Wait until some leader is known; returns its id."""
+
+        async def until_known() -> None:
+            while not self.core.leader:
+                await self._role_changed()
+
+        await asyncio.wait_for(until_known(), timeout)
+        return self.core.leader
+
+    def status(self) -> dict[str, Any]:
+        """The core's status plus driver facts."""
+        st = self.core.status()
+        st["cluster_id"] = self.config.cluster_id
+        st["pending_proposals"] = len(self._queue) + len(self._inflight)
+        return st
+
+    # -------------------------------------------------------------- internals
+
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise RaftError(f"node {self.id} is stopping")
+        if self.fatal is not None:
+            raise RaftError(f"node {self.id} failed: {self.fatal}") from self.fatal
+
+    async def _role_changed(self) -> None:
+        ev = asyncio.Event()
+        self._role_watchers.append(ev)
+        try:
+            await ev.wait()
+        finally:
+            if ev in self._role_watchers:
+                self._role_watchers.remove(ev)
+
+    def _notify_role(self) -> None:
+        for ev in self._role_watchers:
+            ev.set()
+        self._role_watchers.clear()
+
+    def _on_messages(self, msgs: list[Message]) -> None:
+        if self._stopping:
+            return
+        now = time.perf_counter()
+        for m in msgs:
+            if m.type is MessageType.SNAPSHOT:
+                assembled = self._assembler.add(m)
+                if assembled is None:
+                    continue
+                m = assembled
+            if m.type is MessageType.HEARTBEAT_RESP:
+                sent = self._heartbeat_sent.pop(m.frm, None)
+                if sent is not None:
+                    self.metrics.peer_rtt.observe(now - sent)
+            try:
+                self.core.step(m)
+            except RaftError as exc:
+                log.warning("node %d: dropped message from %d: %s", self.id, m.frm, exc)
+        self._wake.set()
+
+    def _on_unreachable(self, peer: NodeId) -> None:
+        self.core.report_unreachable(peer)
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.timing.tick_ms / 1000
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += interval
+            behind = loop.time() - next_at
+            if behind > 5 * interval:
+                # We were stalled (e.g. SIGSTOP): do not replay missed ticks in a burst.
+                next_at = loop.time() + interval
+            self.core.tick()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._flush_proposals()
+                while self.core.has_ready():
+                    await self._handle_ready(self.core.ready())
+                    self._flush_proposals()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.fatal = exc
+            log.exception("node %d: ready loop failed; the member stops serving", self.id)
+            self._fail_all(RaftError(f"node {self.id} failed: {exc}"))
+            raise
+
+    def _flush_proposals(self) -> None:
+        if not self._queue:
+            return
+        batch = list(self._queue)
+        self._queue.clear()
+        try:
+            indexes = self.core.propose_batch([p.data for p in batch])
+        except (NotLeaderError, ProposalDroppedError) as exc:
+            self.metrics.proposals_failed += len(batch)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+        else:
+            term = self.core.term
+            for index, p in zip(indexes, batch, strict=True):
+                self._inflight[index] = (term, p)
+            self.metrics.proposals += len(batch)
+        self._release_queue_space()
+
+    def _release_queue_space(self) -> None:
+        async def notify() -> None:
+            async with self._queue_space:
+                self._queue_space.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        self.metrics.batches += 1
+        for m in rd.early_messages:
+            self._send(m)
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            started = time.perf_counter()
+            await self._writer.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
+            self.metrics.fsync_latency.observe(time.perf_counter() - started)
+        for m in rd.messages:
+            self._send(m)
+        if rd.snapshot is not None:
+            self.sm.restore(rd.snapshot.data)
+            self._reads_waiting_apply.clear()
+        now = time.perf_counter()
+        for entry in rd.committed_entries:
+            self._apply(entry, now)
+        self.core.advance(rd)
+        for rs in rd.read_states:
+            fut = self._reads.get(rs.context)
+            if fut is not None and not fut.done():
+                self._reads_waiting_apply.append((rs.index, fut))
+        self._serve_reads()
+        if rd.soft_state is not None:
+            self._on_soft_state_change()
+        await self._maybe_snapshot()
+
+    def _send(self, m: Message) -> None:
+        if m.type is MessageType.HEARTBEAT:
+            self._heartbeat_sent.setdefault(m.to, time.perf_counter())
+        if m.type is MessageType.SNAPSHOT:
+            for chunk in split_snapshot(m, self.config.snapshot_chunk_bytes):
+                self.transport.send(chunk)
+            # The follower answers once installed; if a chunk is lost, the leader's
+            # next probe finds it still behind and sends the snapshot again.
+            self.core.report_snapshot(m.to, failed=False)
+            return
+        self.transport.send(m)
+
+    def _apply(self, entry: Entry, now: float) -> None:
+        result: Any = None
+        error: BaseException | None = None
+        if entry.kind is EntryKind.NORMAL:
+            try:
+                result = self.sm.apply(entry)
+            except Exception as exc:  # a state-machine bug must not stop replication
+                log.exception("node %d: state machine failed on entry %d", self.id, entry.index)
+                error = exc
+        self.metrics.applied_entries += 1
+        pending = self._inflight.pop(entry.index, None)
+        if pending is None:
+            return
+        term, proposal = pending
+        if proposal.future.done():
+            return
+        if term != entry.term:
+            self.metrics.proposals_failed += 1
+            proposal.future.set_exception(
+                ProposalDroppedError(
+                    f"entry {entry.index} was replaced by a new leader before it committed"
+                )
+            )
+        elif error is not None:
+            proposal.future.set_exception(error)
+        else:
+            self.metrics.commit_latency.observe(now - proposal.started)
+            proposal.future.set_result(result)
+
+    def _serve_reads(self) -> None:
+        if not self._reads_waiting_apply:
+            return
+        applied = self.core.log.applied
+        still = []
+        for index, fut in self._reads_waiting_apply:
+            if index <= applied:
+                if not fut.done():
+                    fut.set_result(index)
+            else:
+                still.append((index, fut))
+        self._reads_waiting_apply = still
+
+    def _on_soft_state_change(self) -> None:
+        role = self.core.role
+        if self.last_role is Role.LEADER and role is not Role.LEADER:
+            # Reads confirmed by this member's heartbeat rounds are lost with leadership.
+            err = NotLeaderError(self.id, self.core.leader)
+            for ctx, fut in list(self._reads.items()):
+                if not fut.done():
+                    fut.set_exception(err)
+                self._reads.pop(ctx, None)
+            for p in self._queue:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            self._queue.clear()
+        if role is not self.last_role:
+            log.info(
+                "node %d is now %s in term %d (leader %d)",
+                self.id,
+                role.name.lower(),
+                self.core.term,
+                self.core.leader,
+            )
+        self.last_role = role
+        self._notify_role()
+
+    async def _maybe_snapshot(self) -> None:
+        core = self.core
+        applied = core.log.applied
+        if applied - core.log.snapshot_index < self.config.snapshot_entries:
+            return
+        term = core.log.term(applied)
+        if term is None:
+            return
+        snap = Snapshot(SnapshotMeta(applied, term, core.conf), self.sm.snapshot())
+        await self._writer.compact(snap)
+        core.compact(snap)
+        self.metrics.snapshots += 1
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for _, p in self._inflight.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._inflight.clear()
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._queue.clear()
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._reads.clear()

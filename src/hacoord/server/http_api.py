@@ -1,0 +1,152 @@
+"""The HTTP admin and KV API of a member (aiohttp). Documented in docs/http-api.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
+from hacoord.raft.node import RaftNode
+from hacoord.raft.types import Role
+from hacoord.server.config_file import Member
+from hacoord.server.kv import KVStateMachine, encode_delete, encode_put
+
+MAX_VALUE_BYTES = 1 << 20
+REQUEST_TIMEOUT_S = 5.0
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, sort_keys=True) + "\n", status=status, content_type="application/json"
+    )
+
+
+class HttpApi:
+    """Routes for one member. ``members`` maps ids to addresses for leader hints."""
+
+    def __init__(self, node: RaftNode, kv: KVStateMachine, members: dict[int, Member]) -> None:
+        self.node = node
+        self.kv = kv
+        self.members = members
+        self.app = web.Application(client_max_size=MAX_VALUE_BYTES + 4096)
+        self.app.add_routes(
+            [
+                web.get("/health", self.health),
+                web.get("/status", self.status),
+                web.get("/metrics", self.metrics),
+                web.post("/transfer-leadership", self.transfer_leadership),
+                web.get("/v1/kv/{key}", self.kv_get),
+                web.put("/v1/kv/{key}", self.kv_put),
+                web.delete("/v1/kv/{key}", self.kv_delete),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------- handlers
+
+    def _not_leader(self, exc: NotLeaderError) -> web.Response:
+        body: dict[str, Any] = {"error": str(exc), "leader": exc.leader}
+        member = self.members.get(exc.leader)
+        if member is not None:
+            body["leader_http"] = f"{member.http[0]}:{member.http[1]}"
+        return _json(body, 421)
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 when this member can serve: running, and a leader is known."""
+        node = self.node
+        problems = []
+        if node.fatal is not None:
+            problems.append(f"failed: {node.fatal}")
+        if not node.leader_id:
+            problems.append("no leader known")
+        body = {"ok": not problems, "node": node.id, "role": node.core.role.name.lower()}
+        if problems:
+            body["problems"] = problems
+            return _json(body, 503)
+        return _json(body)
+
+    async def status(self, request: web.Request) -> web.Response:
+        """The member's Raft status as JSON."""
+        return _json(self.node.status())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format."""
+        return web.Response(
+            text=self.node.metrics.render(self.node), content_type="text/plain", charset="utf-8"
+        )
+
+    async def transfer_leadership(self, request: web.Request) -> web.Response:
+        """Body ``{"to": ID}``: hand leadership to that voter and wait for it."""
+        try:
+            body = await request.json()
+            to = int(body["to"])
+        except (ValueError, KeyError, TypeError):
+            return _json({"error": 'body must be JSON like {"to": 2}'}, 400)
+        if to not in self.node.config.voters:
+            return _json({"error": f"{to} is not a voter of this cluster"}, 400)
+        try:
+            await self.node.transfer_leadership(to)
+        except NotLeaderError as exc:
+            return self._not_leader(exc)
+        except RaftError as exc:
+            return _json({"error": str(exc)}, 409)
+        return _json({"ok": True, "leader": to})
+
+    async def kv_get(self, request: web.Request) -> web.Response:
+        """Read a key; ``?consistency=serializable`` reads local state without ReadIndex."""
+        key = request.match_info["key"]
+        consistency = request.query.get("consistency", "linearizable")
+        if consistency not in ("linearizable", "serializable"):
+            return _json({"error": "consistency must be linearizable or serializable"}, 400)
+        if consistency == "linearizable":
+            try:
+                await self.node.read_index(timeout=REQUEST_TIMEOUT_S)
+            except NotLeaderError as exc:
+                return self._not_leader(exc)
+            except (TimeoutError, RaftError) as exc:
+                return _json({"error": f"read not confirmed: {exc or 'timeout'}"}, 503)
+        found = self.kv.get(key)
+        if found is None:
+            return _json({"key": key, "found": False}, 404)
+        value, index = found
+        return _json(
+            {"key": key, "found": True, "value": value.decode("utf-8", "replace"), "index": index}
+        )
+
+    async def _write(self, data: bytes) -> web.Response:
+        try:
+            index = await asyncio.wait_for(self.node.propose(data), REQUEST_TIMEOUT_S)
+        except NotLeaderError as exc:
+            return self._not_leader(exc)
+        except ProposalDroppedError as exc:
+            return _json({"error": str(exc)}, 503)
+        except TimeoutError:
+            return _json({"error": "write not committed in time; outcome unknown"}, 504)
+        except RaftError as exc:
+            return _json({"error": str(exc)}, 503)
+        return _json({"ok": True, "index": index, "leader": self.node.id})
+
+    async def kv_put(self, request: web.Request) -> web.Response:
+        """Set a key to the request body."""
+        if self.node.core.role is not Role.LEADER:
+            return self._not_leader(NotLeaderError(self.node.id, self.node.leader_id))
+        value = await request.read()
+        return await self._write(encode_put(request.match_info["key"], value))
+
+    async def kv_delete(self, request: web.Request) -> web.Response:
+        """Remove a key."""
+        return await self._write(encode_delete(request.match_info["key"]))

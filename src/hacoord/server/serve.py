@@ -1,0 +1,82 @@
+"""Run one member: RaftNode + TCP transport + HTTP API, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from hacoord.raft.node import NodeConfig, RaftNode, Transport
+from hacoord.raft.types import Message, NodeId
+from hacoord.server.config_file import ServerConfig
+from hacoord.server.http_api import HttpApi
+from hacoord.server.kv import KVStateMachine
+from hacoord.transport.tcp import TcpTransport, make_ssl_contexts
+
+log = logging.getLogger("hacoord.serve")
+
+
+def build_node(cfg: ServerConfig, kv: KVStateMachine) -> RaftNode:
+    """Wire a RaftNode for ``cfg`` with a TCP transport (TLS when configured)."""
+    server_ssl = client_ssl = None
+    if cfg.tls is not None:
+        server_ssl, client_ssl = make_ssl_contexts(
+            str(cfg.tls.ca), str(cfg.tls.cert), str(cfg.tls.key)
+        )
+    peers = {m.id: m.raft for m in cfg.members.values() if m.id != cfg.node_id}
+
+    def transport_factory(
+        on_messages: Callable[[list[Message]], None], on_unreachable: Callable[[NodeId], None]
+    ) -> Transport:
+        return TcpTransport(
+            cfg.node_id,
+            cfg.cluster_id,
+            cfg.me.raft,
+            peers,
+            on_messages,
+            on_unreachable=on_unreachable,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
+        )
+
+    node_cfg = NodeConfig(
+        node_id=cfg.node_id,
+        cluster_id=cfg.cluster_id,
+        data_dir=cfg.data_dir,
+        voters=frozenset(cfg.members),
+        timing=cfg.timing,
+        snapshot_entries=cfg.snapshot_entries,
+        max_pending_proposals=cfg.max_pending_proposals,
+    )
+    return RaftNode(node_cfg, kv, transport_factory)
+
+
+async def serve(cfg: ServerConfig) -> None:
+    """Serve until a termination signal; a leader hands over leadership before exiting."""
+    kv = KVStateMachine()
+    node = build_node(cfg, kv)
+    api = HttpApi(node, kv, cfg.members)
+    await node.start()
+    await api.start(*cfg.me.http)
+    log.info(
+        "member %d of cluster %s: raft %s:%d, http %s:%d, data %s",
+        cfg.node_id,
+        cfg.cluster_id,
+        *cfg.me.raft,
+        *cfg.me.http,
+        cfg.data_dir,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("member %d shutting down", cfg.node_id)
+        await node.stop(transfer=True)
+        await api.close()
+
+
+__all__ = ["build_node", "serve"]
