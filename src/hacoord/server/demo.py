@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ async def _script(cluster: LocalCluster, election_timeout_ms: float) -> int:
         _say(f"  member {leader} did not catch up within 20 s")
         return 1
 
-    increasing = all(a < b for a, b in zip(tokens, tokens[1:], strict=False))
+    increasing = all(a < b for a, b in itertools.pairwise(tokens))
     _say(
         f"fencing: write indexes {tokens} increase strictly across the failover "
         f"({'ok' if increasing else 'BROKEN'}); a resource that remembers the highest "

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError
-from hacoord.sim.disk import SimDisk
 from hacoord.raft.types import (
     ConfState,
     EntryKind,
@@ -33,6 +32,7 @@ from hacoord.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from hacoord.sim.disk import SimDisk
 from hacoord.sim.invariants import InvariantChecker
 from hacoord.sim.kv import CAS, PUT, Command, KVStateMachine
 from hacoord.sim.linearizability import Operation, OpKind, check_history
