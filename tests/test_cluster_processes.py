@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -222,3 +223,40 @@ async def test_bad_input_is_refused_and_the_cluster_keeps_working(cluster3: Loca
     assert log_text.count("WARNING") >= len(cases)
     st = await c.status(target)
     assert st is not None and st["leader"] != 0
+
+
+async def test_status_cli_shows_one_leader_and_transfer_moves_it(cluster3: LocalCluster) -> None:
+    c = cluster3
+    leader = await c.wait_for_leader()
+    await c.put("x", "1")
+    endpoints = ",".join(f"{h}:{p}" for h, p in (m.http for m in c.members.values()))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hacoord",
+        "status",
+        "--endpoints",
+        endpoints,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0].split()[:3] == ["ENDPOINT", "ID", "ROLE"]
+    assert sum(" leader " in f" {line} " for line in lines[1:]) == 1
+    target = next(n for n in (1, 2, 3) if n != leader)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hacoord",
+        "transfer-leadership",
+        str(target),
+        "--endpoints",
+        endpoints,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert await c.leader() == target
