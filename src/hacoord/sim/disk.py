@@ -25,7 +25,7 @@ class _State:
 
 
 class SimDisk:
-    """Raft storage for one simulated node."""
+    """Raft storage for one simulated node (implements ``LogStorage``)."""
 
     def __init__(self) -> None:
         self._volatile = _State()
@@ -75,6 +75,9 @@ class SimDisk:
                 survived.entries.extend(unsynced[: rng.randint(0, len(unsynced))])
         self._durable = survived
         self._volatile = survived.copy()
+
+    def close(self) -> None:
+        """Nothing to release in memory."""
 
     def load(self) -> PersistedState:
         """What a restarting node recovers."""
