@@ -398,6 +398,11 @@ class DiskStorage:
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Read entries [lo, hi) back from disk (uses the in-memory offset index)."""
+        if lo < self.first_index() or hi > self._last_index + 1 or lo > hi:
+            raise ValueError(
+                f"entries [{lo}, {hi}) are outside the stored range "
+                f"[{self.first_index()}, {self._last_index + 1})"
+            )
         out: list[Entry] = []
         cache: dict[int, bytes] = {}
         paths = {s.seq: s.path for s in self._segments}
