@@ -105,7 +105,7 @@ def test_missing_segment_is_refused_naming_the_gap(tmp_path: Path) -> None:
 def test_missing_first_segment_is_refused_as_a_log_gap(tmp_path: Path) -> None:
     _fill(tmp_path)
     _segments(tmp_path)[0].unlink()
-    with pytest.raises(StorageCorruptError, match="entries 1\\.\\.\\d+ are missing"):
+    with pytest.raises(StorageCorruptError, match=r"entries 1\.\.\d+ are missing"):
         DiskStorage(tmp_path)
 
 
