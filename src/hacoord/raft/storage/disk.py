@@ -248,27 +248,36 @@ class DiskStorage:
                 if kind == records.HARD_STATE:
                     self._hard_state = records.decode_hard_state(payload)
                     continue
-                if kind != records.ENTRY:
+                if kind == records.ENTRIES:
+                    batch = records.decode_entries(payload)
+                elif kind == records.ENTRY:
+                    batch = [records.decode_entry(payload)]
+                else:
                     raise ValueError(f"unknown record type {kind}")
-                entry = records.decode_entry(payload)
             except ValueError as exc:
                 raise StorageCorruptError(str(seg.path), offset, str(exc), ADVICE) from None
-            if entry.index <= base:
-                continue
-            last = entries[-1].index if entries else base
-            if entry.index > last + 1 and entries:
-                raise StorageCorruptError(
-                    str(seg.path),
-                    offset,
-                    f"gap in the log: entry {entry.index} follows entry {last}",
-                    ADVICE,
-                )
-            if entry.index <= last:
-                del entries[entry.index - base - 1 :]
-                for i in range(entry.index, last + 1):
-                    self._where.pop(i, None)
-            entries.append(entry)
-            self._where[entry.index] = (seg.seq, offset)
+            for entry in batch:
+                self._replay_entry(entry, entries, base, seg, offset)
+
+    def _replay_entry(
+        self, entry: Entry, entries: list[Entry], base: int, seg: _Segment, offset: int
+    ) -> None:
+        if entry.index <= base:
+            return
+        last = entries[-1].index if entries else base
+        if entry.index > last + 1 and entries:
+            raise StorageCorruptError(
+                str(seg.path),
+                offset,
+                f"gap in the log: entry {entry.index} follows entry {last}",
+                ADVICE,
+            )
+        if entry.index <= last:
+            del entries[entry.index - base - 1 :]
+            for i in range(entry.index, last + 1):
+                self._where.pop(i, None)
+        entries.append(entry)
+        self._where[entry.index] = (seg.seq, offset)
 
     def _open_new_segment(self, seq: int, first_index: int) -> None:
         path = self.wal_dir / _segment_name(seq, first_index)
@@ -322,13 +331,15 @@ class DiskStorage:
                 self._roll(first)
         buf = bytearray()
         seg = self._segments[-1]
-        for e in entries:
-            if e.index <= self._last_index:
-                for i in range(e.index, self._last_index + 1):
-                    self._where.pop(i, None)
-            self._where[e.index] = (seg.seq, seg.size + len(buf))
-            self._last_index = e.index
-            buf += records.entry_record(e)
+        if entries:
+            first = entries[0].index
+            for i in range(first, self._last_index + 1):
+                self._where.pop(i, None)
+            where = (seg.seq, seg.size)
+            for e in entries:
+                self._where[e.index] = where
+            self._last_index = entries[-1].index
+            buf += records.entries_record(entries)
         if hard_state is not None:
             self._hard_state = hard_state
             buf += records.hard_state_record(hard_state)
@@ -413,7 +424,11 @@ class DiskStorage:
                 data = cache[seq] = paths[seq].read_bytes()
             length, _ = records.HEADER.unpack_from(data, offset)
             body = data[offset + records.HEADER.size : offset + records.HEADER.size + length]
-            out.append(records.decode_entry(bytes(body[1:])))
+            if body[0] == records.ENTRY:
+                out.append(records.decode_entry(bytes(body[1:])))
+            else:
+                batch = records.decode_entries(bytes(body[1:]))
+                out.append(batch[i - batch[0].index])
         return out
 
     def close(self) -> None:

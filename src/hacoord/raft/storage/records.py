@@ -2,14 +2,16 @@
 
 A record is ``[u32 length][u32 crc32][u8 type][payload]`` (big-endian); ``length``
 counts the type byte and the payload, and the CRC covers both. Payloads are msgpack
-arrays: an entry is ``[term, index, kind, data]``, a hard state ``[term, vote, commit]``.
+arrays: an entry is ``[term, index, kind, data]``, a batch of entries a list of those
+(written as one record, so a batch is stored whole or not at all), a hard state
+``[term, vote, commit]``.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import msgpack
@@ -19,6 +21,8 @@ from hacoord.raft.types import Entry, EntryKind, HardState
 HEADER = struct.Struct(">II")
 ENTRY = 1
 HARD_STATE = 2
+ENTRIES = 3
+"""A whole batch of entries in one record: one CRC and one msgpack call per batch."""
 MAX_RECORD_BYTES = 256 << 20
 
 
@@ -31,6 +35,22 @@ def entry_record(e: Entry) -> bytes:
     """Frame one log entry."""
     packed: bytes = msgpack.packb([e.term, e.index, int(e.kind), e.data])
     return _record(ENTRY, packed)
+
+
+def entries_record(entries: Sequence[Entry]) -> bytes:
+    """Frame a batch of entries as one record."""
+    packed: bytes = msgpack.packb([[e.term, e.index, int(e.kind), e.data] for e in entries])
+    return _record(ENTRIES, packed)
+
+
+def decode_entries(payload: bytes) -> list[Entry]:
+    """Decode a batch payload (raises ValueError when malformed)."""
+    try:
+        return [
+            Entry(int(t), int(i), EntryKind(k), bytes(d)) for t, i, k, d in msgpack.unpackb(payload)
+        ]
+    except Exception as exc:
+        raise ValueError(f"undecodable entry batch record: {exc}") from exc
 
 
 def hard_state_record(hs: HardState) -> bytes:
