@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from certs import OPENSSL_MISSING, make_certs
 from faultproxy import FaultProxy
 from hacoord.raft.codec import encode_batch
 from hacoord.raft.types import Entry, Message, MessageType
@@ -504,40 +503,7 @@ async def test_update_peers_adds_and_removes_members(env: Env, logwatch: LogWatc
 # -- TLS ----------------------------------------------------------------------------
 
 
-def make_certs(d: Path) -> dict[str, tuple[str, str, str]]:
-    """A CA and certificates for nodes 1 and 2: {name: (ca, cert, key)}."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    (d / "ca.ext").write_text(
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
-        "subjectKeyIdentifier=hash\n"
-    )
-    (d / "leaf.ext").write_text(
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n"
-        "authorityKeyIdentifier=keyid\n"
-    )
-    openssl("req", "-new", *ec, "-keyout", "ca.key", "-out", "ca.csr", "-subj", "/CN=test CA")
-    openssl(
-        "x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-out", "ca.crt",
-        "-days", "2", "-extfile", "ca.ext",
-    )  # fmt: skip
-    out = {}
-    for name in ("node1", "node2"):
-        openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}")  # fmt: skip
-        openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "leaf.ext",
-        )  # fmt: skip
-        out[name] = (str(d / "ca.crt"), str(d / f"{name}.crt"), str(d / f"{name}.key"))
-    return out
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+@pytest.mark.skipif(OPENSSL_MISSING, reason="needs the openssl CLI")
 async def test_tls_with_client_certificates(env: Env, logwatch: LogWatch, tmp_path: Path) -> None:
     certs = make_certs(tmp_path)
     s1, c1 = make_ssl_contexts(*certs["node1"])

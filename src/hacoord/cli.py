@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,26 +16,49 @@ import aiohttp
 
 from hacoord.raft.errors import ConfigError
 from hacoord.server.config_file import load_config, parse_address
+from hacoord.transport.tcp import make_ssl_contexts
 
 
 def _endpoints(args: argparse.Namespace) -> list[str]:
+    """Base URLs of the members, from --config or --endpoints."""
+    scheme = "https" if _client_tls(args) else "http"
     if args.config:
         cfg = load_config(Path(args.config))
-        return [
-            f"{m.http[0]}:{m.http[1]}" for m in sorted(cfg.members.values(), key=lambda m: m.id)
-        ]
+        members = sorted(cfg.members.values(), key=lambda m: m.id)
+        return [f"{scheme}://{m.http[0]}:{m.http[1]}" for m in members]
     if args.endpoints:
         out = []
         for item in args.endpoints.split(","):
             host, port = parse_address(item.strip(), "--endpoints")
-            out.append(f"{host}:{port}")
+            out.append(f"{scheme}://{host}:{port}")
         return out
     raise ConfigError("give --endpoints host:port,host:port or --config FILE")
 
 
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """Client TLS context from --cacert/--cert/--key, else from the config's [tls]."""
+    files = (args.tls_ca, args.tls_cert, args.tls_key)
+    if any(files):
+        if not all(files):
+            raise ConfigError("--cacert, --cert and --key must be given together")
+        return make_ssl_contexts(*files)[1]
+    if args.config:
+        tls = load_config(Path(args.config)).tls
+        if tls is not None:
+            return make_ssl_contexts(str(tls.ca), str(tls.cert), str(tls.key))[1]
+    return None
+
+
+def _session(args: argparse.Namespace, seconds: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=seconds),
+        connector=aiohttp.TCPConnector(ssl=_client_tls(args) or False),
+    )
+
+
 async def _fetch_status(session: aiohttp.ClientSession, ep: str) -> dict[str, Any] | str:
     try:
-        async with session.get(f"http://{ep}/status") as resp:
+        async with session.get(f"{ep}/status") as resp:
             data: dict[str, Any] = await resp.json()
             return data
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -43,7 +67,7 @@ async def _fetch_status(session: aiohttp.ClientSession, ep: str) -> dict[str, An
 
 async def _status(args: argparse.Namespace) -> int:
     endpoints = _endpoints(args)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+    async with _session(args, 2) as session:
         results = await asyncio.gather(*(_fetch_status(session, ep) for ep in endpoints))
     if args.json:
         print(json.dumps(dict(zip(endpoints, results, strict=True)), indent=2, sort_keys=True))
@@ -90,11 +114,9 @@ async def _find_leader(session: aiohttp.ClientSession, endpoints: list[str]) -> 
 
 async def _transfer(args: argparse.Namespace) -> int:
     endpoints = _endpoints(args)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with _session(args, 10) as session:
         leader = await _find_leader(session, endpoints)
-        async with session.post(
-            f"http://{leader}/transfer-leadership", json={"to": args.to}
-        ) as resp:
+        async with session.post(f"{leader}/transfer-leadership", json={"to": args.to}) as resp:
             body = await resp.json()
     if resp.status != 200:
         print(f"transfer failed: {body.get('error')}", file=sys.stderr)
@@ -105,9 +127,9 @@ async def _transfer(args: argparse.Namespace) -> int:
 
 async def _put(args: argparse.Namespace) -> int:
     endpoints = _endpoints(args)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with _session(args, 10) as session:
         leader = await _find_leader(session, endpoints)
-        async with session.put(f"http://{leader}/v1/kv/{args.key}", data=args.value.encode()) as r:
+        async with session.put(f"{leader}/v1/kv/{args.key}", data=args.value.encode()) as r:
             body = await r.json()
     print(json.dumps(body, sort_keys=True))
     return 0 if r.status == 200 else 1
@@ -116,9 +138,9 @@ async def _put(args: argparse.Namespace) -> int:
 async def _get(args: argparse.Namespace) -> int:
     endpoints = _endpoints(args)
     consistency = "serializable" if args.serializable else "linearizable"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with _session(args, 10) as session:
         target = endpoints[0] if args.serializable else await _find_leader(session, endpoints)
-        async with session.get(f"http://{target}/v1/kv/{args.key}?consistency={consistency}") as r:
+        async with session.get(f"{target}/v1/kv/{args.key}?consistency={consistency}") as r:
             body = await r.json()
     print(json.dumps(body, sort_keys=True))
     return 0 if r.status == 200 else 1
@@ -153,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_endpoints(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--endpoints", help="HTTP endpoints, comma separated host:port")
-        sp.add_argument("--config", help="read the members' endpoints from a member TOML file")
+        sp.add_argument("--config", help="read the members' endpoints (and TLS) from a member file")
+        sp.add_argument("--cacert", dest="tls_ca", help="CA certificate of a TLS cluster")
+        sp.add_argument("--cert", dest="tls_cert", help="client certificate for a TLS cluster")
+        sp.add_argument("--key", dest="tls_key", help="client key for a TLS cluster")
 
     s = sub.add_parser("status", help="show every member's role, term and progress")
     with_endpoints(s)

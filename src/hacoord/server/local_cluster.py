@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ from typing import Any
 import aiohttp
 
 from hacoord.raft.timing import Timing
-from hacoord.server.config_file import Member, ServerConfig, render_config
+from hacoord.server.config_file import Member, ServerConfig, TlsFiles, render_config
+from hacoord.transport.tcp import make_ssl_contexts
 
 
 def free_ports(count: int) -> list[int]:
@@ -59,6 +61,7 @@ class LocalCluster:
         log_level: str = "INFO",
         raft_ports: dict[int, int] | None = None,
         peer_addresses: dict[tuple[int, int], tuple[str, int]] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         """``peer_addresses[(i, j)]`` overrides where member ``i`` dials member ``j``
         (tests put a fault-injecting proxy there)."""
@@ -78,6 +81,10 @@ class LocalCluster:
         self.snapshot_entries = snapshot_entries
         self.log_level = log_level
         self.peer_addresses = dict(peer_addresses or {})
+        self.tls = tls
+        self.client_ssl: ssl.SSLContext | None = None
+        if tls is not None:
+            self.client_ssl = make_ssl_contexts(str(tls.ca), str(tls.cert), str(tls.key))[1]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -105,6 +112,7 @@ class LocalCluster:
                 timing=self.timing,
                 snapshot_entries=self.snapshot_entries,
                 log_level=self.log_level,
+                tls=self.tls,
             )
             self.config_path(nid).write_text(render_config(cfg))
 
@@ -166,13 +174,17 @@ class LocalCluster:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=2),
+                connector=aiohttp.TCPConnector(ssl=self.client_ssl or False),
+            )
         return self._session
 
     def url(self, nid: int, path: str) -> str:
         """URL of ``path`` on member ``nid``'s HTTP API."""
         host, port = self.members[nid].http
-        return f"http://{host}:{port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{port}{path}"
 
     async def status(self, nid: int) -> dict[str, Any] | None:
         """``/status`` of a member, or None when it does not answer."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 
 from hacoord.raft.node import NodeConfig, RaftNode, Transport
@@ -17,13 +18,16 @@ from hacoord.transport.tcp import TcpTransport, make_ssl_contexts
 log = logging.getLogger("hacoord.serve")
 
 
+def ssl_contexts(cfg: ServerConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """``(server, client)`` contexts for mutual TLS, or ``(None, None)`` without [tls]."""
+    if cfg.tls is None:
+        return None, None
+    return make_ssl_contexts(str(cfg.tls.ca), str(cfg.tls.cert), str(cfg.tls.key))
+
+
 def build_node(cfg: ServerConfig, kv: KVStateMachine) -> RaftNode:
     """Wire a RaftNode for ``cfg`` with a TCP transport (TLS when configured)."""
-    server_ssl = client_ssl = None
-    if cfg.tls is not None:
-        server_ssl, client_ssl = make_ssl_contexts(
-            str(cfg.tls.ca), str(cfg.tls.cert), str(cfg.tls.key)
-        )
+    server_ssl, client_ssl = ssl_contexts(cfg)
     peers = {m.id: m.raft for m in cfg.members.values() if m.id != cfg.node_id}
 
     def transport_factory(
@@ -58,7 +62,7 @@ async def serve(cfg: ServerConfig) -> None:
     node = build_node(cfg, kv)
     api = HttpApi(node, kv, cfg.members)
     await node.start()
-    await api.start(*cfg.me.http)
+    await api.start(*cfg.me.http, ssl_context=ssl_contexts(cfg)[0])
     log.info(
         "member %d of cluster %s: raft %s:%d, http %s:%d, data %s",
         cfg.node_id,
