@@ -61,13 +61,14 @@ class Cluster:
         seed: int = 1,
         core_class: type[RaftCore] = RaftCore,
         checker: InvariantChecker | None = None,
+        voters: set[NodeId] | None = None,
         **cfg: object,
     ) -> None:
         self.core_class = core_class
         self.checker = checker
         self._leader_checked: set[tuple[NodeId, int]] = set()
         self.ids = list(range(1, n + 1))
-        self.conf = ConfState(frozenset(self.ids))
+        self.conf = ConfState(frozenset(voters or self.ids))
         self.cfg = cfg
         self.seed = seed
         self.disks = {i: Disk() for i in self.ids}

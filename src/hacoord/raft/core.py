@@ -22,6 +22,7 @@ from typing import Any
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.log import RaftLog
+from hacoord.raft.membership import decode_conf, encode_conf, next_conf
 from hacoord.raft.progress import Progress, ProgressState
 from hacoord.raft.quorum import VoteResult, committed_index, has_quorum, vote_result
 from hacoord.raft.types import (
@@ -86,6 +87,11 @@ class RaftCore:
             )
         self.log.committed = max(hs.commit, self.log.snapshot_index)
         self.conf = conf
+        self.conf_index = self.log.snapshot_index
+        """Index of the CONFIG entry (or snapshot) that produced ``conf``."""
+        self.conf_context = b""
+        self.pending_conf_index = 0
+        """Leader only: index of the latest CONFIG entry it proposed."""
         self.snapshot: Snapshot | None = snap
         self.term = hs.term
         self.vote: NodeId = hs.vote
@@ -143,6 +149,31 @@ class RaftCore:
         self._append_own(entries)
         return [e.index for e in entries]
 
+    def propose_conf_change(
+        self, voters: frozenset[NodeId], learners: frozenset[NodeId], context: bytes = b""
+    ) -> int:
+        """Propose a new membership; returns the index of its CONFIG entry.
+
+        A change of voters goes through a joint configuration that the leader leaves
+        by itself once it is applied. Only one change may be in flight: a second one
+        is refused until the first is applied (and its joint phase left).
+        """
+        self._check_can_propose()
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDroppedError(
+                f"configuration change at index {self.pending_conf_index} is still in progress"
+            )
+        target = next_conf(self.conf, voters, learners)
+        return self._append_conf(target, context)
+
+    def _append_conf(self, conf: ConfState, context: bytes) -> int:
+        entry = Entry(
+            self.term, self.log.last_index() + 1, EntryKind.CONFIG, encode_conf(conf, context)
+        )
+        self._append_own([entry])
+        self.pending_conf_index = entry.index
+        return entry.index
+
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read; a ``ReadState`` with ``context`` follows in a Ready.
 
@@ -182,6 +213,8 @@ class RaftCore:
 
     def step(self, m: Message) -> None:
         """Feed one message received from a peer."""
+        if m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and not self.conf.is_voter(m.frm):
+            return  # a removed (or never added) member must not disrupt the cluster
         if m.term > self.term:
             if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
                 forced = m.context == TRANSFER_CONTEXT
@@ -319,9 +352,50 @@ class RaftCore:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
         if rd.committed_entries:
+            for entry in rd.committed_entries:
+                if entry.kind is EntryKind.CONFIG and entry.index > self.conf_index:
+                    conf, context = decode_conf(entry.data)
+                    self._apply_conf(conf, context, entry.index)
             self.log.applied_to(rd.committed_entries[-1].index)
-        if self.role is Role.LEADER and rd.entries and self._maybe_commit():
+        if self.role is not Role.LEADER:
+            return
+        if (rd.entries or rd.committed_entries) and self._maybe_commit():
             self._broadcast_commit = True
+        leave_joint = (
+            self.conf.voters_outgoing
+            and self.pending_conf_index <= self.log.applied
+            and not self.lead_transferee
+        )
+        if leave_joint:
+            # Leave the joint configuration as soon as it is applied.
+            plain = ConfState(self.conf.voters, self.conf.learners)
+            self._append_conf(plain, self.conf_context)
+
+    def _apply_conf(self, conf: ConfState, context: bytes, index: int) -> None:
+        self.conf = conf
+        self.conf_index = index
+        self.conf_context = context
+        if self.role is not Role.LEADER:
+            return
+        last = self.log.last_index()
+        members = conf.all_members()
+        for member in members:
+            if member not in self.progress:
+                pr = Progress(last + 1, self.config.max_inflight)
+                self.progress[member] = pr
+        for member in list(self.progress):
+            if member not in members and member != self.id:
+                del self.progress[member]
+        if not conf.is_voter(self.id) and not conf.voters_outgoing:
+            # Removed (or made a learner): hand over to the most caught-up voter, step down.
+            best = max(
+                (pr.match, peer) for peer, pr in self.progress.items() if conf.is_voter(peer)
+            )
+            if best[0] == last:
+                self._send_timeout_now(best[1])
+            self._become_follower(self.term, 0)
+            return
+        self._broadcast_entries = True
 
     # ------------------------------------------------------------------ status
 
@@ -425,6 +499,8 @@ class RaftCore:
                 pr.become_replicate()
                 pr.recent_active = True
             self.progress[member] = pr
+        # Like etcd: any CONFIG entry already in the log may still be pending.
+        self.pending_conf_index = last
         self._append_own([Entry(self.term, last + 1, EntryKind.NOOP)])
 
     def _hup(self, transfer: bool) -> None:
@@ -583,6 +659,7 @@ class RaftCore:
         else:
             self.log.restore(snap)
             self.conf = meta.conf
+            self.conf_index = meta.index
             self._pending_snapshot = snap
             index = meta.index
         self._send(Message(MessageType.APPEND_RESP, m.frm, self.id, self.term, index=index))

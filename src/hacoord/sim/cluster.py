@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
-from hacoord.raft.errors import NotLeaderError, ProposalDroppedError
+from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.types import (
     ConfState,
     EntryKind,
@@ -56,6 +56,8 @@ class SimConfig:
     check_quorum: bool = True
     max_inflight: int = 8
     max_msg_bytes: int = 4096
+    spares: int = 2
+    """Extra nodes outside the initial configuration, for membership changes."""
     clients: int = 4
     keys: int = 3
     client_timeout_ms: float = 400.0
@@ -138,8 +140,10 @@ class Simulation:
         self.checker = InvariantChecker()
         ids = list(range(1, self.cfg.nodes + 1))
         self.conf = ConfState(frozenset(ids))
+        """The initial configuration; spare nodes start outside it."""
         self.nodes: dict[NodeId, _Node] = {}
-        for nid in ids:
+        self.reconfigurations = 0
+        for nid in range(1, self.cfg.nodes + self.cfg.spares + 1):
             storage = SimDisk()
             node_rng = random.Random(seed * 1000 + nid)
             core = self.cfg.core_factory(self._core_config(nid), self.conf, node_rng, None)
@@ -182,6 +186,11 @@ class Simulation:
             while t < fault_end:
                 self._queue_fault(t, fault_end)
                 t += self.rng.uniform(cfg.fault_interval_ms / 2, cfg.fault_interval_ms * 1.5)
+            if cfg.spares:
+                t = self.rng.uniform(100, 400)
+                while t < fault_end:
+                    self.schedule(t, self._reconfigure_leader)
+                    t += self.rng.uniform(100, 400)
         self.schedule(fault_end, self._heal_all)
         self.schedule(fault_end + cfg.settle_ms * 0.6, self._start_probe_write)
         while self._queue and not self.checker.violations:
@@ -350,12 +359,17 @@ class Simulation:
             [
                 "crash",
                 "crash_leader",
+                "bounce",
+                "bounce",
                 "partition",
                 "isolate_leader",
                 "one_way",
                 "pause",
                 "lossy",
+                "slow",
                 "transfer",
+                "reconfigure",
+                "reconfigure",
                 "none",
             ]
         )
@@ -408,11 +422,50 @@ class Simulation:
             self.net.max_latency = self.rng.uniform(10, 60)
             self.schedule(duration, self._calm_network)
         elif kind == "transfer" and leader:
-            target = self.rng.choice([i for i in ids if i != leader])
             node = self.nodes[leader]
-            if node.paused_until <= self.now:
-                node.core.transfer_leadership(target)
+            voters = sorted(node.core.conf.voters - {leader})
+            if voters and node.paused_until <= self.now:
+                node.core.transfer_leadership(self.rng.choice(voters))
                 self._after(node)
+        elif kind == "reconfigure" and leader and self.cfg.spares:
+            self._reconfigure(self.nodes[leader])
+
+    def _reconfigure_leader(self) -> None:
+        leader = self._leader()
+        if leader:
+            self._reconfigure(self.nodes[leader])
+
+    def _reconfigure(self, node: _Node) -> None:
+        """Ask the leader for a random membership change (it may refuse: one at a time)."""
+        conf = node.core.conf
+        voters, learners = set(conf.voters), set(conf.learners)
+        outsiders = sorted(set(self.nodes) - voters - learners)
+        op = self.rng.choice(["add", "remove", "replace", "learner", "promote", "remove_leader"])
+        if op == "add" and outsiders:
+            voters.add(self.rng.choice(outsiders))
+        elif op == "remove" and len(voters) > 3:
+            voters.remove(self.rng.choice(sorted(voters)))
+        elif op == "replace" and outsiders:
+            voters.remove(self.rng.choice(sorted(voters)))
+            voters.add(self.rng.choice(outsiders))
+        elif op == "learner" and outsiders:
+            learners.add(self.rng.choice(outsiders))
+        elif op == "promote" and learners:
+            promoted = self.rng.choice(sorted(learners))
+            learners.remove(promoted)
+            voters.add(promoted)
+        elif op == "remove_leader" and len(voters) > 3:
+            voters.remove(node.id)
+        else:
+            return
+        if node.paused_until > self.now or not node.alive:
+            return
+        try:
+            node.core.propose_conf_change(frozenset(voters), frozenset(learners))
+        except RaftError:
+            return
+        self.reconfigurations += 1
+        self._after(node)
 
     def _calm_network(self) -> None:
         self.net.max_latency = NetworkModel().max_latency
