@@ -17,6 +17,7 @@ import pytest
 from faultproxy import FaultProxy
 from hacoord.raft.timing import Timing
 from hacoord.server.local_cluster import LocalCluster
+from leaders import assert_one_leader_per_term
 
 TIMING = Timing(heartbeat_ms=30, election_timeout_ms=300)
 
@@ -105,6 +106,7 @@ async def test_repeated_leader_kills_lose_no_acknowledged_write(cluster3: LocalC
         assert await c.get(final_leader, key) == value, key
     for key in ("r0-0", "after-kill-9", "bulk119"):
         assert await c.get(laggard, key, linearizable=False) == acknowledged[key]
+    assert assert_one_leader_per_term(c) >= 11
 
 
 async def test_paused_leader_steps_down_without_disrupting_the_new_one(

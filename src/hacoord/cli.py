@@ -146,6 +146,49 @@ async def _get(args: argparse.Namespace) -> int:
     return 0 if r.status == 200 else 1
 
 
+async def _member(args: argparse.Namespace) -> int:
+    endpoints = _endpoints(args)
+    async with _session(args, 120) as session:
+        if args.op == "list":
+            leader = await _find_leader(session, endpoints)
+            async with session.get(f"{leader}/members") as r:
+                body = await r.json()
+            for m in body["members"]:
+                lag = m.get("lag", "")
+                star = "*" if m["leader"] else " "
+                print(
+                    f"{star}{m['id']:>4}  {m['role']:<8} raft {m['raft']}  http {m['http']}  {lag}"
+                )
+            if body["joint"]:
+                print("(a joint configuration is being left)")
+            return 0
+        payload: dict[str, Any] = {"force": args.force}
+        if args.op in ("add", "add-learner", "replace"):
+            if args.id is None or not args.raft or not args.http:
+                raise ConfigError(
+                    f"member {args.op} needs ID, --raft HOST:PORT and --http HOST:PORT"
+                )
+            payload.update(id=args.id, raft=args.raft, http=args.http)
+        elif args.id is None:
+            raise ConfigError(f"member {args.op} needs the member ID")
+        else:
+            payload["id"] = args.id
+        if args.op == "replace":
+            if args.old is None:
+                raise ConfigError("member replace needs --old ID (the member to retire)")
+            payload["old"] = args.old
+        leader = await _find_leader(session, endpoints)
+        async with session.post(f"{leader}/members/{args.op}", json=payload) as r:
+            body = await r.json()
+    if r.status != 200:
+        print(f"member {args.op} failed: {body.get('error')}", file=sys.stderr)
+        return 1
+    print(f"member {args.op}: done; voters/learners now:")
+    for m in body["members"]:
+        print(f"  {m['id']}: {m['role']}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from hacoord.server.serve import serve
 
@@ -201,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--serializable", action="store_true")
     with_endpoints(s)
     s.set_defaults(func=lambda a: asyncio.run(_get(a)))
+
+    s = sub.add_parser("member", help="list or change the cluster's members")
+    s.add_argument("op", choices=("list", "add", "add-learner", "promote", "remove", "replace"))
+    s.add_argument("id", nargs="?", type=int, help="the member to add/promote/remove")
+    s.add_argument("--raft", help="new member's raft address host:port")
+    s.add_argument("--http", help="new member's HTTP address host:port")
+    s.add_argument("--old", type=int, help="with replace: the member to retire")
+    s.add_argument("--force", action="store_true", help="skip the catch-up/reachability checks")
+    with_endpoints(s)
+    s.set_defaults(func=lambda a: asyncio.run(_member(a)))
 
     s = sub.add_parser("demo", help="start a local cluster, kill its leader, watch failover")
     s.add_argument("--nodes", type=int, default=3, choices=(3, 5))

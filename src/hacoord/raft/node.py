@@ -66,6 +66,9 @@ class Transport(Protocol):
     def send(self, m: Message) -> None:
         """Queue ``m`` for delivery without waiting."""
 
+    def update_peers(self, peers: dict[NodeId, tuple[str, int]]) -> None:
+        """Replace the table of peer addresses (after a membership change)."""
+
     async def start(self) -> None:
         """Begin listening and dialling."""
 
@@ -94,9 +97,14 @@ class NodeConfig:
     snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
     pre_vote: bool = True
     check_quorum: bool = True
+    joining: bool = False
+    """A new member: it is not among ``voters`` and waits to be added by the leader."""
 
     def __post_init__(self) -> None:
-        if self.node_id not in self.voters:
+        if self.joining:
+            if self.node_id in self.voters:
+                raise ConfigError(f"a joining member ({self.node_id}) cannot be a voter already")
+        elif self.node_id not in self.voters:
             raise ConfigError(
                 f"node_id {self.node_id} is not among the voters {sorted(self.voters)}"
             )
@@ -212,6 +220,9 @@ class RaftNode:
         self._role_watchers: list[asyncio.Event] = []
         self.last_role = Role.FOLLOWER
         self.fatal: BaseException | None = None
+        self._seen_conf_index = self.core.conf_index
+        self.on_conf_change: Callable[[ConfState, bytes], None] | None = None
+        """Called (conf, context) whenever a new configuration is applied here."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -336,6 +347,37 @@ class RaftNode:
         except TimeoutError as exc:
             raise RaftError(
                 f"leadership transfer from {self.id} to {to} did not finish in {limit:.2f}s"
+            ) from exc
+
+    async def change_membership(
+        self,
+        voters: frozenset[NodeId],
+        learners: frozenset[NodeId],
+        context: bytes = b"",
+        timeout: float | None = None,
+    ) -> None:
+        """Move the cluster to ``voters``/``learners`` and wait until it is done.
+
+        Voter changes go through a joint configuration, which the leader leaves by
+        itself; this returns once the final configuration is applied here.
+        """
+        self._check_running()
+        index = self.core.propose_conf_change(voters, learners, context)
+        self._wake.set()
+        limit = (
+            timeout if timeout is not None else 10 * self.config.timing.election_timeout_ms / 1000
+        )
+
+        async def until_applied() -> None:
+            while self.core.conf_index < index or self.core.conf.voters_outgoing:
+                await self._role_changed()
+
+        try:
+            await asyncio.wait_for(until_applied(), limit)
+        except TimeoutError as exc:
+            raise RaftError(
+                f"membership change (entry {index}) was not applied within {limit:.1f}s; "
+                "it may still complete"
             ) from exc
 
     async def wait_for_leader(self, timeout: float) -> NodeId:
@@ -474,6 +516,17 @@ class RaftNode:
         for entry in rd.committed_entries:
             self._apply(entry, now)
         self.core.advance(rd)
+        if self.core.conf_index != self._seen_conf_index:
+            self._seen_conf_index = self.core.conf_index
+            log.info(
+                "node %d applied configuration %s at index %d",
+                self.id,
+                self.core.conf,
+                self.core.conf_index,
+            )
+            if self.on_conf_change is not None:
+                self.on_conf_change(self.core.conf, self.core.conf_context)
+            self._notify_role()
         for rs in rd.read_states:
             fut = self._reads.get(rs.context)
             if fut is not None and not fut.done():

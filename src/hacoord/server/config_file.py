@@ -10,6 +10,7 @@ Example::
     [node]
     id = 1
     data_dir = "/var/lib/hacoord/1"
+    # join = true    # a new member, added by the leader with `hacoord member add`
 
     [[members]]
     id = 1
@@ -39,7 +40,7 @@ from hacoord.raft.timing import Timing
 
 _SECTIONS = {
     "cluster": {"id", "heartbeat_ms", "election_timeout_ms"},
-    "node": {"id", "data_dir", "snapshot_entries", "max_pending_proposals", "log_level"},
+    "node": {"id", "data_dir", "snapshot_entries", "max_pending_proposals", "log_level", "join"},
     "members": {"id", "raft", "http"},
     "tls": {"ca", "cert", "key"},
 }
@@ -76,6 +77,8 @@ class ServerConfig:
     max_pending_proposals: int = 10_000
     log_level: str = "INFO"
     tls: TlsFiles | None = None
+    join: bool = False
+    """This member joins an existing cluster: the leader adds it with ``hacoord member``."""
 
     @property
     def me(self) -> Member:
@@ -168,6 +171,9 @@ def parse_config(raw: dict[str, Any], name: str, base_dir: Path) -> ServerConfig
     if max_pending < 1:
         raise ConfigError(f"{name} [node]: 'max_pending_proposals' must be >= 1")
     log_level = _get(node, "log_level", str, f"{name} [node]", "INFO").upper()
+    join = node.get("join", False)
+    if not isinstance(join, bool):
+        raise ConfigError(f"{name} [node]: 'join' must be true or false, got {join!r}")
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{name} [node]: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
 
@@ -224,6 +230,7 @@ def parse_config(raw: dict[str, Any], name: str, base_dir: Path) -> ServerConfig
         max_pending_proposals=max_pending,
         log_level=log_level,
         tls=tls,
+        join=join,
     )
 
 
@@ -240,6 +247,7 @@ def render_config(cfg: ServerConfig) -> str:
         f'data_dir = "{cfg.data_dir}"',
         f"snapshot_entries = {cfg.snapshot_entries}",
         f'log_level = "{cfg.log_level}"',
+        f"join = {'true' if cfg.join else 'false'}",
     ]
     for m in sorted(cfg.members.values(), key=lambda m: m.id):
         lines += [

@@ -12,8 +12,9 @@ from aiohttp import web
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.node import RaftNode
 from hacoord.raft.types import Role
-from hacoord.server.config_file import Member
+from hacoord.server.config_file import Member, parse_address
 from hacoord.server.kv import KVStateMachine, encode_delete, encode_put
+from hacoord.server.membership import MembershipManager
 
 MAX_VALUE_BYTES = 1 << 20
 REQUEST_TIMEOUT_S = 5.0
@@ -28,10 +29,17 @@ def _json(data: Any, status: int = 200) -> web.Response:
 class HttpApi:
     """Routes for one member. ``members`` maps ids to addresses for leader hints."""
 
-    def __init__(self, node: RaftNode, kv: KVStateMachine, members: dict[int, Member]) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        kv: KVStateMachine,
+        members: dict[int, Member],
+        membership: MembershipManager | None = None,
+    ) -> None:
         self.node = node
         self.kv = kv
         self.members = members
+        self.membership = membership
         self.app = web.Application(client_max_size=MAX_VALUE_BYTES + 4096)
         self.app.add_routes(
             [
@@ -42,6 +50,8 @@ class HttpApi:
                 web.get("/v1/kv/{key}", self.kv_get),
                 web.put("/v1/kv/{key}", self.kv_put),
                 web.delete("/v1/kv/{key}", self.kv_delete),
+                web.get("/members", self.members_list),
+                web.post("/members/{op}", self.members_change),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -151,3 +161,48 @@ class HttpApi:
     async def kv_delete(self, request: web.Request) -> web.Response:
         """Remove a key."""
         return await self._write(encode_delete(request.match_info["key"]))
+
+    async def members_list(self, request: web.Request) -> web.Response:
+        """The configuration: voters, learners, addresses, and lag on the leader."""
+        if self.membership is None:
+            return _json({"error": "membership API not enabled"}, 404)
+        return _json(self.membership.describe())
+
+    async def members_change(self, request: web.Request) -> web.Response:
+        """``add``, ``add-learner``, ``promote``, ``remove`` or ``replace`` (JSON body)."""
+        mm = self.membership
+        if mm is None:
+            return _json({"error": "membership API not enabled"}, 404)
+        op = request.match_info["op"]
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+            force = bool(body.get("force", False))
+
+            def member() -> Member:
+                return Member(
+                    int(body["id"]),
+                    parse_address(body["raft"], "raft"),
+                    parse_address(body["http"], "http"),
+                )
+
+            if op == "add":
+                await mm.add(member())
+            elif op == "add-learner":
+                await mm.add_learner(member())
+            elif op == "promote":
+                await mm.promote(int(body["id"]), force=force)
+            elif op == "remove":
+                await mm.remove(int(body["id"]), force=force)
+            elif op == "replace":
+                await mm.replace(int(body["old"]), member())
+            else:
+                return _json({"error": f"unknown operation {op!r}"}, 404)
+        except NotLeaderError as exc:
+            return self._not_leader(exc)
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json({"error": f"bad request body: {exc!r}"}, 400)
+        except RaftError as exc:
+            return _json({"error": str(exc)}, 409)
+        return _json({"ok": True, **mm.describe()})

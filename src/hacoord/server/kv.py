@@ -36,6 +36,10 @@ class KVStateMachine:
     def __init__(self) -> None:
         self.data: dict[str, tuple[bytes, int]] = {}
         self.applied = 0
+        self.addresses: dict[int, tuple[str, int, str, int]] = {}
+        """Member id -> (raft host, raft port, http host, http port), as last configured.
+
+        Kept here so that snapshots carry the address book along with the data."""
 
     def apply(self, entry: Entry) -> Any:
         """Apply one command; unknown commands raise (and are reported to the proposer)."""
@@ -60,15 +64,20 @@ class KVStateMachine:
     def snapshot(self) -> bytes:
         """Serialize every key."""
         out: bytes = msgpack.packb(
-            [self.applied, [[k, v, i] for k, (v, i) in sorted(self.data.items())]]
+            [
+                self.applied,
+                [[k, v, i] for k, (v, i) in sorted(self.data.items())],
+                [[m, *a] for m, a in sorted(self.addresses.items())],
+            ]
         )
         return out
 
     def restore(self, data: bytes) -> None:
         """Replace all keys with a snapshot's."""
         if not data:
-            self.data, self.applied = {}, 0
+            self.data, self.applied, self.addresses = {}, 0, {}
             return
-        applied, items = msgpack.unpackb(data)
+        applied, items, addresses = msgpack.unpackb(data)
         self.applied = applied
         self.data = {k: (v, i) for k, v, i in items}
+        self.addresses = {m: (rh, rp, hh, hp) for m, rh, rp, hh, hp in addresses}

@@ -116,6 +116,32 @@ class LocalCluster:
             )
             self.config_path(nid).write_text(render_config(cfg))
 
+    def add_member_process(self, nid: int) -> Member:
+        """Lay out and start a new member that joins the running cluster.
+
+        Its configuration lists the current members plus itself, with ``join = true``;
+        the leader still has to add it (``hacoord member add``).
+        """
+        if nid in self.members:
+            raise RuntimeError(f"member {nid} already exists")
+        raft_port, http_port = free_ports(2)
+        member = Member(nid, ("127.0.0.1", raft_port), ("127.0.0.1", http_port))
+        self.members[nid] = member
+        cfg = ServerConfig(
+            cluster_id=self.cluster_id,
+            node_id=nid,
+            data_dir=self.base_dir / f"data{nid}",
+            members=dict(self.members),
+            timing=self.timing,
+            snapshot_entries=self.snapshot_entries,
+            log_level=self.log_level,
+            tls=self.tls,
+            join=True,
+        )
+        self.config_path(nid).write_text(render_config(cfg))
+        self.start(nid)
+        return member
+
     def start(self, nid: int | None = None) -> None:
         """Start one member (or all of them)."""
         if nid is None:

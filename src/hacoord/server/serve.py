@@ -13,6 +13,7 @@ from hacoord.raft.types import Message, NodeId
 from hacoord.server.config_file import ServerConfig
 from hacoord.server.http_api import HttpApi
 from hacoord.server.kv import KVStateMachine
+from hacoord.server.membership import MembershipManager
 from hacoord.transport.tcp import TcpTransport, make_ssl_contexts
 
 log = logging.getLogger("hacoord.serve")
@@ -48,7 +49,8 @@ def build_node(cfg: ServerConfig, kv: KVStateMachine) -> RaftNode:
         node_id=cfg.node_id,
         cluster_id=cfg.cluster_id,
         data_dir=cfg.data_dir,
-        voters=frozenset(cfg.members),
+        voters=frozenset(cfg.members) - {cfg.node_id} if cfg.join else frozenset(cfg.members),
+        joining=cfg.join,
         timing=cfg.timing,
         snapshot_entries=cfg.snapshot_entries,
         max_pending_proposals=cfg.max_pending_proposals,
@@ -60,7 +62,9 @@ async def serve(cfg: ServerConfig) -> None:
     """Serve until a termination signal; a leader hands over leadership before exiting."""
     kv = KVStateMachine()
     node = build_node(cfg, kv)
-    api = HttpApi(node, kv, cfg.members)
+    members = dict(cfg.members)
+    membership = MembershipManager(node, kv, members)
+    api = HttpApi(node, kv, members, membership)
     await node.start()
     await api.start(*cfg.me.http, ssl_context=ssl_contexts(cfg)[0])
     log.info(
