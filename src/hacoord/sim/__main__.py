@@ -53,7 +53,10 @@ def _config(args: argparse.Namespace) -> SimConfig:
 
 def _run_one(job: tuple[int, argparse.Namespace]) -> SimResult:
     seed, args = job
-    return Simulation(seed, _config(args)).run()
+    try:
+        return Simulation(seed, _config(args)).run()
+    except Exception as exc:  # a crash is a failure of this seed, with its replay line
+        return SimResult(seed, [f"simulator crashed: {exc!r}"], 0, 0, 0, 0)
 
 
 def replay_command(seed: int, args: argparse.Namespace) -> str:

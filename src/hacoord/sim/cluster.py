@@ -454,7 +454,7 @@ class Simulation:
             promoted = self.rng.choice(sorted(learners))
             learners.remove(promoted)
             voters.add(promoted)
-        elif op == "remove_leader" and len(voters) > 3:
+        elif op == "remove_leader" and len(voters) > 3 and node.id in voters:
             voters.remove(node.id)
         else:
             return
