@@ -14,7 +14,7 @@ from hacoord.raft.node import RaftNode
 from hacoord.raft.types import Role
 from hacoord.server.config_file import Member, parse_address
 from hacoord.server.kv import KVStateMachine, encode_delete, encode_put
-from hacoord.server.membership import MembershipManager
+from hacoord.server.membership import DEFAULT_MAX_LAG, MembershipManager
 
 MAX_VALUE_BYTES = 1 << 20
 REQUEST_TIMEOUT_S = 5.0
@@ -179,6 +179,9 @@ class HttpApi:
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
             force = bool(body.get("force", False))
+            max_lag = int(body.get("max_lag", DEFAULT_MAX_LAG))
+            if max_lag < 0:
+                raise ValueError("max_lag must be >= 0")
 
             def member() -> Member:
                 return Member(
@@ -188,15 +191,15 @@ class HttpApi:
                 )
 
             if op == "add":
-                await mm.add(member())
+                await mm.add(member(), max_lag=max_lag)
             elif op == "add-learner":
                 await mm.add_learner(member())
             elif op == "promote":
-                await mm.promote(int(body["id"]), force=force)
+                await mm.promote(int(body["id"]), max_lag=max_lag, force=force)
             elif op == "remove":
                 await mm.remove(int(body["id"]), force=force)
             elif op == "replace":
-                await mm.replace(int(body["old"]), member())
+                await mm.replace(int(body["old"]), member(), max_lag=max_lag)
             else:
                 return _json({"error": f"unknown operation {op!r}"}, 404)
         except NotLeaderError as exc:
