@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -124,5 +125,15 @@ async def test_removal_that_would_lose_the_majority_is_refused(tmp_path: Path) -
         assert r.status == 409 and "fewer than a majority" in body["error"]
         async with c._http().get(c.url(leader, "/members")) as r:
             assert len((await r.json())["members"]) == 3
+        host, port = c.members[leader].http
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hacoord", "member", "list", "--endpoints", f"{host}:{port}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        lines = out.decode().splitlines()
+        assert len(lines) == 3 and all("voter" in line for line in lines)
+        assert sum(line.startswith("*") for line in lines) == 1
     finally:
         await c.close()
