@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The TLS tests make certificates with the openssl CLI.
+if ! command -v openssl >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq openssl
+fi
 
 echo "== ruff"
 python3 -m ruff check src tests benchmarks examples
