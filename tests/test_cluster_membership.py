@@ -21,9 +21,7 @@ async def _member_op(c: LocalCluster, op: str, payload: dict[str, Any]) -> dict[
     errors: list[str] = []
     while time.monotonic() < deadline:
         leader = await c.wait_for_leader()
-        async with c._http().post(
-            c.url(leader, f"/members/{op}"), json=payload, timeout=60
-        ) as resp:
+        async with c.http().post(c.url(leader, f"/members/{op}"), json=payload, timeout=60) as resp:
             body: dict[str, Any] = await resp.json()
             if resp.status == 200:
                 return body
@@ -120,10 +118,10 @@ async def test_removal_that_would_lose_the_majority_is_refused(tmp_path: Path) -
             if st and not st["peers"][str(others[0])]["recent_active"]:
                 break
             await asyncio.sleep(0.05)
-        async with c._http().post(c.url(leader, "/members/remove"), json={"id": others[1]}) as r:
+        async with c.http().post(c.url(leader, "/members/remove"), json={"id": others[1]}) as r:
             body = await r.json()
         assert r.status == 409 and "fewer than a majority" in body["error"]
-        async with c._http().get(c.url(leader, "/members")) as r:
+        async with c.http().get(c.url(leader, "/members")) as r:
             assert len((await r.json())["members"]) == 3
         host, port = c.members[leader].http
         proc = await asyncio.create_subprocess_exec(

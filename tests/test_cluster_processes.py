@@ -171,7 +171,7 @@ async def test_partition_minority_cannot_commit_majority_can(tmp_path: Path) -> 
         else:
             raise AssertionError("isolated leader kept leading")
         before = (await c.status(leader) or {})["commit_index"]
-        async with c._http().put(c.url(leader, "/v1/kv/minority"), data=b"no") as resp:
+        async with c.http().put(c.url(leader, "/v1/kv/minority"), data=b"no") as resp:
             assert resp.status in (421, 503, 504)
         assert (await c.status(leader) or {})["commit_index"] == before
         for proxy in proxies.values():
@@ -247,6 +247,21 @@ async def test_status_cli_shows_one_leader_and_transfer_moves_it(cluster3: Local
     lines = out.decode().splitlines()
     assert lines[0].split()[:3] == ["ENDPOINT", "ID", "ROLE"]
     assert sum(" leader " in f" {line} " for line in lines[1:]) == 1
+    async with c.http().get(c.url(leader, "/metrics")) as resp:
+        assert resp.status == 200
+        metrics = await resp.text()
+    for name in (
+        "hacoord_term",
+        "hacoord_is_leader 1",
+        "hacoord_leader_changes_total",
+        "hacoord_commit_latency_seconds_bucket",
+        "hacoord_fsync_latency_seconds_count",
+        "hacoord_proposals_total",
+        "hacoord_peer_rtt_seconds_count",
+    ):
+        assert name in metrics, name
+    async with c.http().get(c.url(leader, "/health")) as resp:
+        assert resp.status == 200 and (await resp.json())["ok"] is True
     target = next(n for n in (1, 2, 3) if n != leader)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -262,3 +277,22 @@ async def test_status_cli_shows_one_leader_and_transfer_moves_it(cluster3: Local
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert await c.leader() == target
+
+
+async def test_health_is_503_without_a_quorum(cluster3: LocalCluster) -> None:
+    c = cluster3
+    leader = await c.wait_for_leader()
+    survivor = next(n for n in (1, 2, 3) if n != leader)
+    for nid in (1, 2, 3):
+        if nid != survivor:
+            c.kill(nid)
+    deadline = time.monotonic() + 10
+    status = 0
+    while time.monotonic() < deadline:
+        async with c.http().get(c.url(survivor, "/health")) as resp:
+            status = resp.status
+            body = await resp.json()
+        if status == 503:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 503 and body["problems"] == ["no leader known"]

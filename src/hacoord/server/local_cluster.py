@@ -198,7 +198,8 @@ class LocalCluster:
 
     # ------------------------------------------------------------- HTTP
 
-    def _http(self) -> aiohttp.ClientSession:
+    def http(self) -> aiohttp.ClientSession:
+        """The shared HTTP session (TLS-enabled when the cluster uses TLS)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=2),
@@ -215,7 +216,7 @@ class LocalCluster:
     async def status(self, nid: int) -> dict[str, Any] | None:
         """``/status`` of a member, or None when it does not answer."""
         try:
-            async with self._http().get(self.url(nid, "/status")) as resp:
+            async with self.http().get(self.url(nid, "/status")) as resp:
                 data: dict[str, Any] = await resp.json()
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -252,7 +253,7 @@ class LocalCluster:
             candidates = [target] if target in running else running
             for nid in candidates:
                 try:
-                    async with self._http().put(
+                    async with self.http().put(
                         self.url(nid, f"/v1/kv/{key}"), data=value.encode()
                     ) as resp:
                         body = await resp.json()
@@ -271,7 +272,7 @@ class LocalCluster:
     async def get(self, nid: int, key: str, linearizable: bool = True) -> str | None:
         """Read ``key`` from member ``nid`` (None when absent)."""
         consistency = "linearizable" if linearizable else "serializable"
-        async with self._http().get(
+        async with self.http().get(
             self.url(nid, f"/v1/kv/{key}?consistency={consistency}")
         ) as resp:
             body = await resp.json()
