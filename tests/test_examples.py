@@ -1,0 +1,17 @@
+"""The examples run and say what they promise."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_embedded_cluster_example_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "embedded_cluster.py")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "took over" in out.stdout
+    assert "every increment was applied exactly once" in out.stdout
