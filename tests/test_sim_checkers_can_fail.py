@@ -1,7 +1,11 @@
 """The checkers must be able to fail: broken cores make them report violations."""
 
 import contextlib
+import dataclasses
+import json
 import random
+
+import pytest
 
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
@@ -156,3 +160,24 @@ def test_linearizability_checker_catches_unconfirmed_leader_reads() -> None:
     caught = [r for r in results if r.violations]
     assert caught, "stale reads from a deposed leader went unnoticed in 40 seeds"
     assert all("linearizability" in r.violations[0] for r in caught)
+
+
+def test_cli_exits_1_and_prints_the_replay_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from hacoord.sim import __main__ as cli
+
+    real_config = cli._config
+
+    def broken(args: argparse.Namespace) -> SimConfig:
+        return dataclasses.replace(real_config(args), core_factory=VotesForAnyLog)
+
+    monkeypatch.setattr(cli, "_config", broken)
+    assert cli.main(["--seeds", "20"]) == 1
+    captured = capsys.readouterr()
+    assert "VIOLATION seed" in captured.err
+    assert "replay: python -m hacoord.sim --seeds 1 --start " in captured.err
+    summary = json.loads(captured.out.strip())
+    assert summary["violations"] >= 1 and summary["failed_seeds"]
