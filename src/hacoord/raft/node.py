@@ -27,7 +27,12 @@ from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
 from hacoord.raft.errors import ConfigError, NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.metrics import Histogram, counter, gauge
-from hacoord.raft.snapshot_transfer import DEFAULT_CHUNK_BYTES, SnapshotAssembler, split_snapshot
+from hacoord.raft.snapshot_transfer import (
+    DEFAULT_CHUNK_BYTES,
+    SnapshotAssembler,
+    SnapshotSender,
+    is_ack,
+)
 from hacoord.raft.storage.disk import DiskStorage
 from hacoord.raft.storage.writer import AsyncStorageWriter
 from hacoord.raft.timing import Timing
@@ -215,9 +220,10 @@ class RaftNode:
         self._read_seq = 0
         self._heartbeat_sent: dict[NodeId, float] = {}
         self._assembler = SnapshotAssembler()
+        self._snapshot_sender = SnapshotSender(config.snapshot_chunk_bytes)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._role_watchers: list[asyncio.Event] = []
+        self._waiters: list[asyncio.Event] = []
         self.last_role = Role.FOLLOWER
         self.fatal: BaseException | None = None
         self._seen_conf_index = self.core.conf_index
@@ -273,7 +279,7 @@ class RaftNode:
 
     async def _wait_not_leader(self) -> None:
         while self.is_leader:
-            await self._role_changed()
+            await self._changed()
 
     # ------------------------------------------------------------ public API
 
@@ -340,7 +346,7 @@ class RaftNode:
 
         async def until_done() -> None:
             while self.core.leader != to or self.is_leader:
-                await self._role_changed()
+                await self._changed()
 
         try:
             await asyncio.wait_for(until_done(), limit)
@@ -370,7 +376,7 @@ class RaftNode:
 
         async def until_applied() -> None:
             while self.core.conf_index < index or self.core.conf.voters_outgoing:
-                await self._role_changed()
+                await self._changed()
 
         try:
             await asyncio.wait_for(until_applied(), limit)
@@ -380,12 +386,21 @@ class RaftNode:
                 "it may still complete"
             ) from exc
 
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Wait until this member has applied ``index``."""
+
+        async def until_applied() -> None:
+            while self.core.log.applied < index:
+                await self._changed()
+
+        await asyncio.wait_for(until_applied(), timeout)
+
     async def wait_for_leader(self, timeout: float) -> NodeId:
         """Wait until some leader is known; returns its id."""
 
         async def until_known() -> None:
             while not self.core.leader:
-                await self._role_changed()
+                await self._changed()
 
         await asyncio.wait_for(until_known(), timeout)
         return self.core.leader
@@ -405,19 +420,19 @@ class RaftNode:
         if self.fatal is not None:
             raise RaftError(f"node {self.id} failed: {self.fatal}") from self.fatal
 
-    async def _role_changed(self) -> None:
+    async def _changed(self) -> None:
         ev = asyncio.Event()
-        self._role_watchers.append(ev)
+        self._waiters.append(ev)
         try:
             await ev.wait()
         finally:
-            if ev in self._role_watchers:
-                self._role_watchers.remove(ev)
+            if ev in self._waiters:
+                self._waiters.remove(ev)
 
-    def _notify_role(self) -> None:
-        for ev in self._role_watchers:
+    def _notify_waiters(self) -> None:
+        for ev in self._waiters:
             ev.set()
-        self._role_watchers.clear()
+        self._waiters.clear()
 
     def _on_messages(self, msgs: list[Message]) -> None:
         if self._stopping:
@@ -425,7 +440,13 @@ class RaftNode:
         now = time.perf_counter()
         for m in msgs:
             if m.type is MessageType.SNAPSHOT:
-                assembled = self._assembler.add(m)
+                if is_ack(m):
+                    for chunk in self._snapshot_sender.on_ack(m):
+                        self.transport.send(chunk)
+                    continue
+                assembled, ack = self._assembler.add(m)
+                if ack is not None:
+                    self.transport.send(ack)
                 if assembled is None:
                     continue
                 m = assembled
@@ -526,7 +547,7 @@ class RaftNode:
             )
             if self.on_conf_change is not None:
                 self.on_conf_change(self.core.conf, self.core.conf_context)
-            self._notify_role()
+            self._notify_waiters()
         for rs in rd.read_states:
             fut = self._reads.get(rs.context)
             if fut is not None and not fut.done():
@@ -534,13 +555,15 @@ class RaftNode:
         self._serve_reads()
         if rd.soft_state is not None:
             self._on_soft_state_change()
+        else:
+            self._notify_waiters()  # wake waiters on applied/commit progress
         await self._maybe_snapshot()
 
     def _send(self, m: Message) -> None:
         if m.type is MessageType.HEARTBEAT:
             self._heartbeat_sent.setdefault(m.to, time.perf_counter())
         if m.type is MessageType.SNAPSHOT:
-            for chunk in split_snapshot(m, self.config.snapshot_chunk_bytes):
+            for chunk in self._snapshot_sender.start(m):
                 self.transport.send(chunk)
             # The follower answers once installed; if a chunk is lost, the leader's
             # next probe finds it still behind and sends the snapshot again.
@@ -612,7 +635,7 @@ class RaftNode:
                 self.core.leader,
             )
         self.last_role = role
-        self._notify_role()
+        self._notify_waiters()
 
     async def _maybe_snapshot(self) -> None:
         core = self.core

@@ -1,0 +1,63 @@
+"""A member far behind catches up from a snapshot sent in chunks, over real TCP."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from hacoord.raft.node import NodeConfig, RaftNode, Transport
+from hacoord.raft.timing import Timing
+from hacoord.raft.types import Message, NodeId
+from hacoord.server.kv import KVStateMachine, encode_put
+from hacoord.server.local_cluster import free_ports
+from hacoord.transport.tcp import TcpTransport
+
+
+def _node(nid: int, addrs: dict[int, tuple[str, int]], data: Path, kv: KVStateMachine) -> RaftNode:
+    def transport(
+        on_messages: Callable[[list[Message]], None], on_unreachable: Callable[[NodeId], None]
+    ) -> Transport:
+        peers = {p: a for p, a in addrs.items() if p != nid}
+        return TcpTransport(
+            nid, "chunks", addrs[nid], peers, on_messages, on_unreachable=on_unreachable
+        )
+
+    cfg = NodeConfig(
+        node_id=nid,
+        cluster_id="chunks",
+        data_dir=data / f"m{nid}",
+        voters=frozenset(addrs),
+        timing=Timing(heartbeat_ms=30, election_timeout_ms=300),
+        snapshot_entries=50,
+        snapshot_chunk_bytes=4096,
+    )
+    return RaftNode(cfg, kv, transport, rng=random.Random(nid))
+
+
+async def test_laggard_installs_a_chunked_snapshot(tmp_path: Path) -> None:
+    ports = free_ports(3)
+    addrs = {i + 1: ("127.0.0.1", ports[i]) for i in range(3)}
+    kvs = {i: KVStateMachine() for i in addrs}
+    nodes = {i: _node(i, addrs, tmp_path, kvs[i]) for i in addrs}
+    for n in nodes.values():
+        await n.start()
+    try:
+        leader = await nodes[1].wait_for_leader(10)
+        laggard = next(i for i in addrs if i != leader)
+        await nodes[laggard].stop(transfer=False)
+        for i in range(300):
+            await nodes[leader].propose(encode_put(f"k{i}", bytes([i % 256]) * 200))
+        assert nodes[leader].core.log.snapshot_index > 0
+        kvs[laggard] = KVStateMachine()
+        nodes[laggard] = _node(laggard, addrs, tmp_path, kvs[laggard])
+        await nodes[laggard].start()
+        await nodes[laggard].wait_applied(nodes[leader].core.log.committed, timeout=20)
+        assert nodes[laggard].core.log.snapshot_index > 0, "caught up through a snapshot"
+        assert kvs[laggard].data == kvs[leader].data
+        assert nodes[laggard]._assembler.rejected == 0
+        snapshot_bytes = len(kvs[leader].snapshot())
+        assert nodes[leader]._snapshot_sender.chunks_sent >= snapshot_bytes // 4096
+    finally:
+        for n in nodes.values():
+            await n.stop(transfer=False)
