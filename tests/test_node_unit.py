@@ -1,0 +1,141 @@
+"""RaftNode on its own: proposal back-pressure, results, failures, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacoord.raft.errors import NotLeaderError, RaftError
+from hacoord.raft.node import NodeConfig, RaftNode, Transport
+from hacoord.raft.timing import Timing
+from hacoord.raft.types import Entry, Message, NodeId
+
+
+class NoNetwork:
+    """A transport for a single-member cluster."""
+
+    def send(self, m: Message) -> None:
+        raise AssertionError(f"a lone member sent {m}")
+
+    def update_peers(self, peers: dict[NodeId, tuple[str, int]]) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class Log:
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def apply(self, entry: Entry) -> Any:
+        if entry.data == b"boom":
+            raise ValueError("state machine refuses boom")
+        self.items.append(entry.data)
+        return len(self.items)
+
+    def snapshot(self) -> bytes:
+        return b"\n".join(self.items)
+
+    def restore(self, data: bytes) -> None:
+        self.items = data.split(b"\n") if data else []
+
+
+def _factory(
+    on_messages: Callable[[list[Message]], None], on_unreachable: Callable[[NodeId], None]
+) -> Transport:
+    return NoNetwork()
+
+
+def _node(tmp_path: Path, sm: Log, **kw: Any) -> RaftNode:
+    cfg = NodeConfig(
+        node_id=1,
+        cluster_id="unit",
+        data_dir=tmp_path,
+        voters=frozenset({1}),
+        timing=Timing(heartbeat_ms=10, election_timeout_ms=50),
+        **kw,
+    )
+    return RaftNode(cfg, sm, _factory, rng=random.Random(1))
+
+
+async def test_proposals_wait_for_queue_space_while_the_disk_is_busy(tmp_path: Path) -> None:
+    sm = Log()
+    node = _node(tmp_path, sm, max_pending_proposals=2)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        gate = asyncio.Event()
+        real_save = node._writer.save
+
+        async def slow_save(*args: Any, **kwargs: Any) -> None:
+            await gate.wait()
+            await real_save(*args, **kwargs)
+
+        node._writer.save = slow_save  # type: ignore[method-assign]
+        first = asyncio.create_task(node.propose(b"first"))
+        while not node._inflight:  # "first" is now in a batch stuck on the disk
+            await asyncio.sleep(0)
+        tasks = [asyncio.create_task(node.propose(b"p%d" % i)) for i in range(5)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(node._queue) == 2, "only max_pending_proposals may queue"
+        assert not any(t.done() for t in tasks)
+        gate.set()
+        results = await asyncio.gather(first, *tasks)
+        assert results == [1, 2, 3, 4, 5, 6]
+        assert sm.items == [b"first"] + [b"p%d" % i for i in range(5)]
+    finally:
+        await node.stop()
+
+
+async def test_a_state_machine_error_fails_only_that_proposal(tmp_path: Path) -> None:
+    sm = Log()
+    node = _node(tmp_path, sm)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        with pytest.raises(ValueError, match="refuses boom"):
+            await node.propose(b"boom")
+        assert await node.propose(b"fine") == 1
+    finally:
+        await node.stop()
+
+
+async def test_state_survives_a_restart(tmp_path: Path) -> None:
+    sm = Log()
+    node = _node(tmp_path, sm, snapshot_entries=3)
+    await node.start()
+    await node.wait_for_leader(5)
+    for i in range(7):
+        await node.propose(b"v%d" % i)
+    await node.stop()
+    again = Log()
+    node = _node(tmp_path, again, snapshot_entries=3)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        await node.read_index()
+        assert again.items == [b"v%d" % i for i in range(7)]
+    finally:
+        await node.stop()
+    with pytest.raises(RaftError, match="stopping"):
+        await node.propose(b"after stop")
+
+
+def test_follower_refuses_proposals_with_the_leader_hint(tmp_path: Path) -> None:
+    cfg = NodeConfig(node_id=1, cluster_id="c", data_dir=tmp_path, voters=frozenset({1, 2, 3}))
+    node = RaftNode(cfg, Log(), _factory, rng=random.Random(1))
+    try:
+        with pytest.raises(NotLeaderError, match="no leader is known"):
+            asyncio.run(node.propose(b"x"))
+    finally:
+        node._storage.close()
