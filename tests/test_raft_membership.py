@@ -1,9 +1,13 @@
 """Membership changes in the core: joint consensus, learners, removal, replacement."""
 
+import random
+
 import pytest
 
+from hacoord.raft.config import CoreConfig
+from hacoord.raft.core import RaftCore
 from hacoord.raft.errors import ProposalDroppedError, RaftError
-from hacoord.raft.types import ConfState, EntryKind, MessageType, Role
+from hacoord.raft.types import ConfState, EntryKind, Message, MessageType, Role
 from hacoord.sim.invariants import InvariantChecker
 from harness import Cluster
 
@@ -152,3 +156,42 @@ def test_configuration_survives_restart() -> None:
     c.start(2)
     c.process()
     assert c.cores[2].conf == ConfState(frozenset({1, 2, 3, 4}))
+
+
+def _vote_replies(core: RaftCore) -> list[Message]:
+    rd = core.ready()
+    core.advance(rd)
+    return [
+        m
+        for m in rd.early_messages + rd.messages
+        if m.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP)
+    ]
+
+
+def test_a_node_with_a_stale_configuration_still_votes_for_an_unknown_candidate() -> None:
+    # Seed 3142's deadlock: node 1 lost its log and restarted with the bootstrap
+    # configuration {1, 2, 3}; the cluster has since become {1, 3, 4} and node 4 is the
+    # only candidate that can win. Refusing 4 because "4 is not a voter" blocked every
+    # election for good.
+    stale = RaftCore(CoreConfig(node_id=1), ConfState(frozenset({1, 2, 3})), random.Random(1))
+    for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
+        stale.step(Message(kind, to=1, frm=4, term=2, log_term=1, index=22))
+        replies = _vote_replies(stale)
+        assert [(m.type, m.to, m.reject) for m in replies] == [
+            (
+                MessageType.PRE_VOTE_RESP
+                if kind is MessageType.PRE_VOTE
+                else MessageType.VOTE_RESP,
+                4,
+                False,
+            )
+        ]
+
+
+def test_a_node_with_a_live_leader_ignores_a_non_member_candidate() -> None:
+    core = RaftCore(CoreConfig(node_id=1), ConfState(frozenset({1, 2, 3})), random.Random(1))
+    core.step(Message(MessageType.HEARTBEAT, to=1, frm=2, term=1))
+    _vote_replies(core)
+    core.step(Message(MessageType.VOTE, to=1, frm=4, term=1, log_term=1, index=50))
+    assert _vote_replies(core) == []
+    assert core.vote == 0 and core.leader == 2

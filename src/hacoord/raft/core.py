@@ -213,16 +213,20 @@ class RaftCore:
 
     def step(self, m: Message) -> None:
         """Feed one message received from a peer."""
-        if m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and not self.conf.is_voter(m.frm):
-            return  # a removed (or never added) member must not disrupt the cluster
+        if (
+            m.type in (MessageType.VOTE, MessageType.PRE_VOTE)
+            and not self.conf.is_voter(m.frm)
+            and self._heard_from_leader_recently()
+        ):
+            # A removed member must not disrupt a live leader. Without a live leader we
+            # answer anyway: our own configuration may be stale (a restarted node that
+            # lost its log still has the bootstrap one), and refusing a legitimate
+            # candidate that we do not know about can block every election for good.
+            return
         if m.term > self.term:
             if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
                 forced = m.context == TRANSFER_CONTEXT
-                in_lease = (
-                    self.config.check_quorum
-                    and self.leader != 0
-                    and self.election_elapsed < self.config.election_ticks
-                )
+                in_lease = self.config.check_quorum and self._heard_from_leader_recently()
                 if in_lease and not forced:
                     return
             if m.type is MessageType.PRE_VOTE or (
@@ -253,6 +257,9 @@ class RaftCore:
             self._step_candidate(m)
         else:
             self._step_follower(m)
+
+    def _heard_from_leader_recently(self) -> bool:
+        return self.leader != 0 and self.election_elapsed < self.config.election_ticks
 
     def report_unreachable(self, peer: NodeId) -> None:
         """The driver could not deliver to ``peer``: stop pipelining to it."""
