@@ -24,6 +24,14 @@ class ProposalDroppedError(RaftError):
     """The proposal was not accepted (leadership transfer in progress, or config busy)."""
 
 
+class CommandRejectedError(RaftError):
+    """The state machine refused a committed command, deterministically and without change.
+
+    Raised from ``StateMachine.apply`` for bad requests (as opposed to bugs); the node
+    hands it to the proposer without logging a stack trace.
+    """
+
+
 class ConfigError(RaftError, ValueError):
     """A configuration value is invalid; the message names the field and the rule."""
 

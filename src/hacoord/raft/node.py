@@ -25,7 +25,13 @@ from typing import Any, Protocol
 
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
-from hacoord.raft.errors import ConfigError, NotLeaderError, ProposalDroppedError, RaftError
+from hacoord.raft.errors import (
+    CommandRejectedError,
+    ConfigError,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+)
 from hacoord.raft.metrics import Histogram, counter, gauge
 from hacoord.raft.snapshot_transfer import (
     DEFAULT_CHUNK_BYTES,
@@ -577,6 +583,8 @@ class RaftNode:
         if entry.kind is EntryKind.NORMAL:
             try:
                 result = self.sm.apply(entry)
+            except CommandRejectedError as exc:
+                error = exc
             except Exception as exc:  # a state-machine bug must not stop replication
                 log.exception("node %d: state machine failed on entry %d", self.id, entry.index)
                 error = exc
