@@ -6,15 +6,18 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from hacoord.coord.commands import Put, Request, encode_request
 from hacoord.raft.node import NodeConfig, RaftNode, Transport
 from hacoord.raft.timing import Timing
 from hacoord.raft.types import Message, NodeId
-from hacoord.server.kv import KVStateMachine, encode_put
 from hacoord.server.local_cluster import free_ports
+from hacoord.server.state import ServerStateMachine
 from hacoord.transport.tcp import TcpTransport
 
 
-def _node(nid: int, addrs: dict[int, tuple[str, int]], data: Path, kv: KVStateMachine) -> RaftNode:
+def _node(
+    nid: int, addrs: dict[int, tuple[str, int]], data: Path, kv: ServerStateMachine
+) -> RaftNode:
     def transport(
         on_messages: Callable[[list[Message]], None], on_unreachable: Callable[[NodeId], None]
     ) -> Transport:
@@ -38,7 +41,7 @@ def _node(nid: int, addrs: dict[int, tuple[str, int]], data: Path, kv: KVStateMa
 async def test_laggard_installs_a_chunked_snapshot(tmp_path: Path) -> None:
     ports = free_ports(3)
     addrs = {i + 1: ("127.0.0.1", ports[i]) for i in range(3)}
-    kvs = {i: KVStateMachine() for i in addrs}
+    kvs = {i: ServerStateMachine() for i in addrs}
     nodes = {i: _node(i, addrs, tmp_path, kvs[i]) for i in addrs}
     for n in nodes.values():
         await n.start()
@@ -47,14 +50,17 @@ async def test_laggard_installs_a_chunked_snapshot(tmp_path: Path) -> None:
         laggard = next(i for i in addrs if i != leader)
         await nodes[laggard].stop(transfer=False)
         for i in range(300):
-            await nodes[leader].propose(encode_put(f"k{i}", bytes([i % 256]) * 200))
+            await nodes[leader].propose(
+                encode_request(Request(Put(f"k{i}", bytes([i % 256]) * 200)))
+            )
         assert nodes[leader].core.log.snapshot_index > 0
-        kvs[laggard] = KVStateMachine()
+        kvs[laggard] = ServerStateMachine()
         nodes[laggard] = _node(laggard, addrs, tmp_path, kvs[laggard])
         await nodes[laggard].start()
         await nodes[laggard].wait_applied(nodes[leader].core.log.committed, timeout=20)
         assert nodes[laggard].core.log.snapshot_index > 0, "caught up through a snapshot"
-        assert kvs[laggard].data == kvs[leader].data
+        assert kvs[laggard].store.keys == kvs[leader].store.keys
+        assert len(kvs[laggard].store.keys) == 300
         assert nodes[laggard]._assembler.rejected == 0
         snapshot_bytes = len(kvs[leader].snapshot())
         assert nodes[leader]._snapshot_sender.chunks_sent >= snapshot_bytes // 4096

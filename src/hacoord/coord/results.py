@@ -144,6 +144,16 @@ def _opt_kv_back(items: list[Any] | None) -> KeyValue | None:
     return None if items is None else kv_from_wire(items)
 
 
+def event_to_wire(event: Event) -> list[Any]:
+    """Plain form of an :class:`Event`."""
+    return [int(event.type), kv_to_wire(event.kv), _opt_kv(event.prev)]
+
+
+def event_from_wire(items: list[Any]) -> Event:
+    """Inverse of :func:`event_to_wire`."""
+    return Event(EventType(items[0]), kv_from_wire(items[1]), _opt_kv_back(items[2]))
+
+
 def result_to_wire(result: Result) -> list[Any]:
     """Plain, msgpack-friendly form of any result."""
     if isinstance(result, PutResult):

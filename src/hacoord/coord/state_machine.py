@@ -36,7 +36,6 @@ from hacoord.coord.results import (
     CheckpointResult,
     DeleteResult,
     Event,
-    EventType,
     KeyValue,
     LeaseGrantResult,
     LeaseRevokeResult,
@@ -47,6 +46,8 @@ from hacoord.coord.results import (
     TxnResult,
     error_from_wire,
     error_to_wire,
+    event_from_wire,
+    event_to_wire,
     kv_from_wire,
     kv_to_wire,
     result_from_wire,
@@ -224,10 +225,7 @@ class CoordStateMachine:
     def snapshot(self) -> bytes:
         """Everything, including recent history and client sessions."""
         store = self.store
-        events = [
-            [int(e.type), kv_to_wire(e.kv), None if e.prev is None else kv_to_wire(e.prev)]
-            for e in store.events
-        ]
+        events = [event_to_wire(e) for e in store.events]
         leases = [
             [lease.id, lease.ttl_ms, lease.remaining_ms, sorted(lease.keys)]
             for lease in self.leases.leases.values()
@@ -265,10 +263,7 @@ class CoordStateMachine:
         _, applied, revision, compacted, keys, events, leases, clients = items
         self.store.restore(
             [kv_from_wire(kv) for kv in keys],
-            [
-                Event(EventType(t), kv_from_wire(kv), None if prev is None else kv_from_wire(prev))
-                for t, kv, prev in events
-            ],
+            [event_from_wire(e) for e in events],
             revision,
             compacted,
         )

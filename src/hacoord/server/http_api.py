@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from typing import Any
 
 from aiohttp import web
 
+from hacoord.coord.commands import Delete, Put, Request
+from hacoord.coord.errors import CoordError, InvalidCommandError
+from hacoord.coord.results import DeleteResult, PutResult
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.node import RaftNode
 from hacoord.raft.types import Role
 from hacoord.server.config_file import Member, parse_address
-from hacoord.server.kv import KVStateMachine, encode_delete, encode_put
+from hacoord.server.coord_http import CoordRoutes
+from hacoord.server.coordination import CoordinationService
 from hacoord.server.membership import DEFAULT_MAX_LAG, MembershipManager
 
 MAX_VALUE_BYTES = 1 << 20
@@ -32,12 +35,12 @@ class HttpApi:
     def __init__(
         self,
         node: RaftNode,
-        kv: KVStateMachine,
+        service: CoordinationService,
         members: dict[int, Member],
         membership: MembershipManager | None = None,
     ) -> None:
         self.node = node
-        self.kv = kv
+        self.service = service
         self.members = members
         self.membership = membership
         self.app = web.Application(client_max_size=MAX_VALUE_BYTES + 4096)
@@ -52,6 +55,7 @@ class HttpApi:
                 web.delete("/v1/kv/{key}", self.kv_delete),
                 web.get("/members", self.members_list),
                 web.post("/members/{op}", self.members_change),
+                *CoordRoutes(service, members).routes(),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -123,44 +127,57 @@ class HttpApi:
         consistency = request.query.get("consistency", "linearizable")
         if consistency not in ("linearizable", "serializable"):
             return _json({"error": "consistency must be linearizable or serializable"}, 400)
-        if consistency == "linearizable":
-            try:
-                await self.node.read_index(timeout=REQUEST_TIMEOUT_S)
-            except NotLeaderError as exc:
-                return self._not_leader(exc)
-            except (TimeoutError, RaftError) as exc:
-                return _json({"error": f"read not confirmed: {exc or 'timeout'}"}, 503)
-        found = self.kv.get(key)
-        if found is None:
-            return _json({"key": key, "found": False}, 404)
-        value, index = found
-        return _json(
-            {"key": key, "found": True, "value": value.decode("utf-8", "replace"), "index": index}
-        )
-
-    async def _write(self, data: bytes) -> web.Response:
         try:
-            index = await asyncio.wait_for(self.node.propose(data), REQUEST_TIMEOUT_S)
+            result = await self.service.range(
+                key, linearizable=consistency == "linearizable", timeout=REQUEST_TIMEOUT_S
+            )
         except NotLeaderError as exc:
             return self._not_leader(exc)
+        except (TimeoutError, RaftError) as exc:
+            return _json({"error": f"read not confirmed: {exc or 'timeout'}"}, 503)
+        if not result.kvs:
+            return _json({"key": key, "found": False, "revision": result.revision}, 404)
+        kv = result.kvs[0]
+        return _json(
+            {
+                "key": key,
+                "found": True,
+                "value": kv.value.decode("utf-8", "replace"),
+                "index": kv.mod_revision,
+                "create_revision": kv.create_revision,
+                "version": kv.version,
+                "lease": kv.lease,
+            }
+        )
+
+    async def _write(self, request: Request) -> web.Response:
+        try:
+            result = await self.service.submit(request, timeout=REQUEST_TIMEOUT_S)
+        except NotLeaderError as exc:
+            return self._not_leader(exc)
+        except InvalidCommandError as exc:
+            return _json({"error": str(exc)}, 400)
+        except CoordError as exc:
+            return _json({"error": str(exc)}, 409)
         except ProposalDroppedError as exc:
             return _json({"error": str(exc)}, 503)
         except TimeoutError:
             return _json({"error": "write not committed in time; outcome unknown"}, 504)
         except RaftError as exc:
             return _json({"error": str(exc)}, 503)
-        return _json({"ok": True, "index": index, "leader": self.node.id})
+        assert isinstance(result, PutResult | DeleteResult)
+        return _json({"ok": True, "index": result.revision, "leader": self.node.id})
 
     async def kv_put(self, request: web.Request) -> web.Response:
         """Set a key to the request body."""
         if self.node.core.role is not Role.LEADER:
             return self._not_leader(NotLeaderError(self.node.id, self.node.leader_id))
         value = await request.read()
-        return await self._write(encode_put(request.match_info["key"], value))
+        return await self._write(Request(Put(request.match_info["key"], value)))
 
     async def kv_delete(self, request: web.Request) -> web.Response:
         """Remove a key."""
-        return await self._write(encode_delete(request.match_info["key"]))
+        return await self._write(Request(Delete(request.match_info["key"])))
 
     async def members_list(self, request: web.Request) -> web.Response:
         """The configuration: voters, learners, addresses, and lag on the leader."""

@@ -213,6 +213,10 @@ class LocalCluster:
         scheme = "https" if self.tls else "http"
         return f"{scheme}://{host}:{port}{path}"
 
+    def endpoints(self) -> list[str]:
+        """``host:port`` of every member's HTTP API, for :func:`hacoord.connect`."""
+        return [f"{m.http[0]}:{m.http[1]}" for m in self.members.values()]
+
     async def status(self, nid: int) -> dict[str, Any] | None:
         """``/status`` of a member, or None when it does not answer."""
         try:

@@ -20,7 +20,7 @@ from hacoord.raft.node import RaftNode
 from hacoord.raft.quorum import has_quorum
 from hacoord.raft.types import ConfState, NodeId
 from hacoord.server.config_file import Member
-from hacoord.server.kv import KVStateMachine
+from hacoord.server.state import ServerStateMachine
 
 log = logging.getLogger("hacoord.membership")
 
@@ -51,7 +51,9 @@ def decode_addresses(context: bytes) -> dict[NodeId, Member]:
 class MembershipManager:
     """Keeps addresses in step with the configuration and runs membership changes."""
 
-    def __init__(self, node: RaftNode, kv: KVStateMachine, members: dict[NodeId, Member]) -> None:
+    def __init__(
+        self, node: RaftNode, kv: ServerStateMachine, members: dict[NodeId, Member]
+    ) -> None:
         self.node = node
         self.kv = kv
         self.members = members

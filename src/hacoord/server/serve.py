@@ -11,9 +11,10 @@ from collections.abc import Callable
 from hacoord.raft.node import NodeConfig, RaftNode, Transport
 from hacoord.raft.types import Message, NodeId
 from hacoord.server.config_file import ServerConfig
+from hacoord.server.coordination import CoordinationService
 from hacoord.server.http_api import HttpApi
-from hacoord.server.kv import KVStateMachine
 from hacoord.server.membership import MembershipManager
+from hacoord.server.state import ServerStateMachine
 from hacoord.transport.tcp import TcpTransport, make_ssl_contexts
 
 log = logging.getLogger("hacoord.serve")
@@ -26,7 +27,7 @@ def ssl_contexts(cfg: ServerConfig) -> tuple[ssl.SSLContext | None, ssl.SSLConte
     return make_ssl_contexts(str(cfg.tls.ca), str(cfg.tls.cert), str(cfg.tls.key))
 
 
-def build_node(cfg: ServerConfig, kv: KVStateMachine) -> RaftNode:
+def build_node(cfg: ServerConfig, kv: ServerStateMachine) -> RaftNode:
     """Wire a RaftNode for ``cfg`` with a TCP transport (TLS when configured)."""
     server_ssl, client_ssl = ssl_contexts(cfg)
     peers = {m.id: m.raft for m in cfg.members.values() if m.id != cfg.node_id}
@@ -60,12 +61,14 @@ def build_node(cfg: ServerConfig, kv: KVStateMachine) -> RaftNode:
 
 async def serve(cfg: ServerConfig) -> None:
     """Serve until a termination signal; a leader hands over leadership before exiting."""
-    kv = KVStateMachine()
+    kv = ServerStateMachine()
     node = build_node(cfg, kv)
     members = dict(cfg.members)
     membership = MembershipManager(node, kv, members)
-    api = HttpApi(node, kv, members, membership)
+    service = CoordinationService(node, kv)
+    api = HttpApi(node, service, members, membership)
     await node.start()
+    await service.start()
     await api.start(*cfg.me.http, ssl_context=ssl_contexts(cfg)[0])
     log.info(
         "member %d of cluster %s: raft %s:%d, http %s:%d, data %s",
@@ -84,6 +87,7 @@ async def serve(cfg: ServerConfig) -> None:
     finally:
         log.info("member %d shutting down", cfg.node_id)
         await node.stop(transfer=True)
+        await service.stop()
         await api.close()
 
 

@@ -1,0 +1,210 @@
+"""How a client reaches the cluster: over HTTP, or in-process for an embedded member.
+
+Both transports speak the same wire forms (:mod:`hacoord.server.coord_http`), so
+the client code above them is one and the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from typing import Any, Protocol
+
+import aiohttp
+import msgpack
+
+from hacoord.client.errors import UnavailableError
+from hacoord.coord.commands import decode_request
+from hacoord.coord.errors import CoordError, InvalidCommandError
+from hacoord.coord.results import error_from_wire, event_to_wire, result_to_wire
+from hacoord.raft.errors import NotLeaderError, RaftError
+
+LEADER_OPS = frozenset({"submit", "keepalive"})
+
+
+class Redirect(Exception):
+    """The member asked is not the leader; ``http`` is the leader's address if known."""
+
+    def __init__(self, leader: int, http: str | None) -> None:
+        super().__init__(f"not the leader; leader is {leader or 'unknown'}")
+        self.http = http
+
+
+class Retryable(Exception):
+    """The member could not serve the call now; another attempt may succeed."""
+
+
+class Transport(Protocol):
+    """Sends one call to the cluster, following leaders and retrying until a deadline."""
+
+    async def call(self, op: str, body: Any, deadline: float) -> Any:
+        """Run ``op`` and return the ``ok`` payload, or raise the refusal."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _raise_for(status: int, reply: list[Any]) -> Any:
+    kind = reply[0]
+    if kind == "ok":
+        return reply[1]
+    if kind == "not_leader":
+        raise Redirect(reply[1], reply[2])
+    if kind == "error":
+        raise error_from_wire(reply[1])
+    raise Retryable(f"{kind}: {reply[1]} (HTTP {status})")
+
+
+class HttpTransport:
+    """Calls members over HTTP(S); sticks to the leader once found."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        ssl_context: ssl.SSLContext | None = None,
+        attempt_timeout: float = 5.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("connect needs at least one endpoint (host:port)")
+        scheme = "https" if ssl_context else "http"
+        self.endpoints = [e if "://" in e else f"{scheme}://{e}" for e in endpoints]
+        self.ssl_context = ssl_context
+        self.attempt_timeout = attempt_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._preferred = random.randrange(len(self.endpoints))
+        self._leader: str | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context or False, limit=256)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _candidates(self, op: str) -> list[str]:
+        start = self._preferred
+        count = len(self.endpoints)
+        ordered = [self.endpoints[(start + i) % count] for i in range(count)]
+        if self._leader and op in LEADER_OPS:
+            ordered = [self._leader, *(e for e in ordered if e != self._leader)]
+        return ordered
+
+    async def call(self, op: str, body: Any, deadline: float) -> Any:
+        """POST to ``/v1/coord/<op>``, trying members in turn until ``deadline``."""
+        data = body if isinstance(body, bytes) else msgpack.packb(body)
+        problems: list[str] = []
+        delay = 0.02
+        while time.monotonic() < deadline:
+            new_leader = False
+            for url in self._candidates(op):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    return await self._post(url, op, data, min(remaining, self._timeout(op, body)))
+                except Redirect as exc:
+                    problems.append(f"{url}: {exc}")
+                    leader = f"{url.split('://')[0]}://{exc.http}" if exc.http else None
+                    if leader and leader != self._leader and op in LEADER_OPS:
+                        self._leader = leader
+                        new_leader = True
+                        break
+                except (Retryable, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    problems.append(f"{url}: {exc or type(exc).__name__}")
+                    if url == self._leader:
+                        self._leader = None
+            if new_leader:
+                continue
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
+        tried = "; ".join(problems[-6:]) or "no attempt fitted in the deadline"
+        raise UnavailableError(f"{op}: no member answered before the deadline ({tried})")
+
+    def _timeout(self, op: str, body: Any) -> float:
+        if op == "watch":
+            return float(body[3]) / 1000 + self.attempt_timeout
+        return self.attempt_timeout
+
+    async def _post(self, url: str, op: str, data: bytes, timeout: float) -> Any:
+        async with self._http().post(
+            f"{url}/v1/coord/{op}",
+            data=data,
+            headers={"Content-Type": "application/x-msgpack"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            raw = await resp.read()
+            if resp.status == 413:
+                raise InvalidCommandError(
+                    f"{op}: the request of {len(data)} bytes is larger than the member accepts"
+                )
+            try:
+                reply = msgpack.unpackb(raw)
+            except Exception:
+                raise Retryable(f"HTTP {resp.status} with a body that is not msgpack") from None
+        result = _raise_for(resp.status, reply)
+        if op in LEADER_OPS:
+            self._leader = url
+        return result
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class LocalTransport:
+    """Calls a :class:`~hacoord.server.coordination.CoordinationService` in-process."""
+
+    def __init__(self, service: Any, forward: Transport | None = None) -> None:
+        self.service = service
+        self.forward = forward
+        """Where calls go that need the leader when this member is not it."""
+
+    async def call(self, op: str, body: Any, deadline: float) -> Any:
+        """Run ``op`` on the local member, waiting for a leader until ``deadline``."""
+        delay = 0.02
+        last = ""
+        while True:
+            try:
+                return await self._once(op, body, deadline)
+            except NotLeaderError as exc:
+                if exc.leader and self.forward is not None:
+                    return await self.forward.call(op, body, deadline)
+                last = str(exc)
+            except CoordError:
+                raise
+            except (RaftError, TimeoutError) as exc:
+                last = str(exc) or type(exc).__name__
+            if time.monotonic() + delay >= deadline:
+                raise UnavailableError(f"{op}: not served before the deadline ({last})")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _once(self, op: str, body: Any, deadline: float) -> Any:
+        svc = self.service
+        timeout = max(0.001, deadline - time.monotonic())
+        if op == "submit":
+            result = await svc.submit(decode_request(body), timeout=timeout)
+            return result_to_wire(result)
+        if op == "range":
+            key, prefix, limit, linearizable = body
+            return result_to_wire(await svc.range(key, prefix, limit, linearizable, timeout))
+        if op == "watch":
+            key, prefix, start, wait_ms = body
+            batch = await svc.watch(key, prefix, start, min(wait_ms / 1000, timeout))
+            return [[event_to_wire(e) for e in batch.events], batch.next_revision]
+        if op == "keepalive":
+            return svc.keep_alive(body[0])
+        if op == "ttl":
+            return list(svc.time_to_live(body[0]))
+        raise InvalidCommandError(f"unknown operation {op!r}")
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+__all__ = ["HttpTransport", "LocalTransport", "Transport"]

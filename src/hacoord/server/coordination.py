@@ -1,0 +1,233 @@
+"""The coordination service of one member: writes, reads, leases and watches.
+
+It sits between a :class:`~hacoord.raft.node.RaftNode` and the network (or an
+in-process client). Writes go through the log; linearizable reads through ReadIndex;
+keep-alives only touch the leader's :class:`~hacoord.coord.lease_clock.LeaseClock`;
+the leader proposes an expiry when a lease runs out and records a checkpoint of the
+remaining times now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from hacoord.coord.commands import (
+    Command,
+    LeaseCheckpoint,
+    LeaseExpire,
+    Limits,
+    Request,
+    check_limits,
+    encode_request,
+)
+from hacoord.coord.errors import InvalidCommandError, LeaseNotFoundError
+from hacoord.coord.lease_clock import LeaseClock
+from hacoord.coord.results import Event, LeaseGrantResult, LeaseRevokeResult, RangeResult, Result
+from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
+from hacoord.raft.node import RaftNode
+from hacoord.raft.types import Entry
+from hacoord.server.state import ServerStateMachine
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+class LeasesNotReadyError(ProposalDroppedError):
+    """A new leader cannot renew leases until it has applied its predecessors' entries."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """Events of a watch poll and the revision to ask for next."""
+
+    events: list[Event]
+    next_revision: int
+
+
+class CoordinationService:
+    """Serves the coordination API of one member."""
+
+    def __init__(
+        self,
+        node: RaftNode,
+        sm: ServerStateMachine,
+        limits: Limits | None = None,
+        *,
+        lease_check_s: float = 0.05,
+        checkpoint_s: float = 5.0,
+    ) -> None:
+        self.node = node
+        self.sm = sm
+        self.limits = limits or Limits()
+        self.clock = LeaseClock()
+        self.lease_check_s = lease_check_s
+        self.checkpoint_s = checkpoint_s
+        self._timing_term = 0
+        """The term in which this member, as leader, started timing leases (0: not timing)."""
+        self._last_checkpoint = 0.0
+        self._applied = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._expiring: set[asyncio.Task[None]] = set()
+        sm.on_applied.append(self._on_applied)
+        sm.on_restored.append(self._on_restored)
+
+    async def start(self) -> None:
+        """Start timing leases whenever this member leads."""
+        self._task = asyncio.create_task(self._lease_loop(), name="hacoord-leases")
+
+    async def stop(self) -> None:
+        """Stop the lease timer."""
+        tasks = [t for t in (self._task, *self._expiring) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ------------------------------------------------------------------ writes
+
+    async def submit(self, request: Request, timeout: float = 5.0) -> Result:
+        """Replicate a client request and return its result (or raise its refusal)."""
+        if isinstance(request.command, LeaseExpire | LeaseCheckpoint):
+            raise InvalidCommandError(
+                f"{type(request.command).__name__} is proposed by the leader only"
+            )
+        check_limits(request.command, self.limits)
+        return await self._propose(request.command, request, timeout)
+
+    async def _propose(self, cmd: Command, request: Request | None, timeout: float) -> Result:
+        data = encode_request(request or Request(cmd))
+        result: Result = await asyncio.wait_for(self.node.propose(data), timeout)
+        return result
+
+    # ------------------------------------------------------------------- reads
+
+    async def range(
+        self,
+        key: str,
+        prefix: bool = False,
+        limit: int = 0,
+        linearizable: bool = True,
+        timeout: float = 5.0,
+    ) -> RangeResult:
+        """Read keys; linearizable (ReadIndex through the leader) unless told otherwise."""
+        if linearizable:
+            await self.node.read_index(timeout=timeout)
+        return self.sm.range(key, prefix, limit)
+
+    async def watch(self, key: str, prefix: bool, from_revision: int, wait_s: float) -> WatchBatch:
+        """Changes at ``from_revision`` or later, waiting up to ``wait_s`` for the first.
+
+        Any member answers, from what it has applied: resuming at ``next_revision`` on
+        another member after a disconnect neither skips nor repeats an event.
+        """
+        if from_revision < 1:
+            raise InvalidCommandError(f"watch: from_revision must be >= 1, got {from_revision}")
+        deadline = time.monotonic() + wait_s
+        while True:
+            events = self.sm.events_since(from_revision, key, prefix)
+            if events:
+                return WatchBatch(events, events[-1].revision + 1)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return WatchBatch([], from_revision)
+            self._applied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied.wait(), remaining)
+
+    # ------------------------------------------------------------------ leases
+
+    def keep_alive(self, lease_id: int) -> int:
+        """Renew ``lease_id`` on the leader; returns its TTL in milliseconds."""
+        if not self.node.is_leader:
+            raise NotLeaderError(self.node.id, self.node.leader_id)
+        if not self._timing_now():
+            raise LeasesNotReadyError(
+                "this leader is still applying its predecessors' entries; retry shortly"
+            )
+        return self.clock.keep_alive(self.sm.leases, lease_id, _now_ms())
+
+    def time_to_live(self, lease_id: int) -> tuple[int, int]:
+        """``(ttl_ms, remaining_ms)`` of a live lease (remaining as last checkpointed
+        on a follower, as timed on the leader)."""
+        lease = self.sm.lease(lease_id)
+        remaining = self.clock.remaining_ms(lease_id, _now_ms()) if self._timing_now() else None
+        return lease.ttl_ms, lease.remaining_ms if remaining is None else remaining
+
+    def _timing_now(self) -> bool:
+        return self._timing_term == self.node.core.term and self.node.is_leader
+
+    def _leads_with_everything_applied(self) -> bool:
+        core = self.node.core
+        return self.node.is_leader and core.log.term(core.log.applied) == core.term
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                self._tick_leases()
+            except Exception:  # never let a bug stop lease timing for good
+                log.exception("lease timer failed")
+            await asyncio.sleep(self.lease_check_s)
+
+    def _tick_leases(self) -> None:
+        now = _now_ms()
+        if self._timing_term and not self._timing_now():
+            # Leadership was lost (perhaps regained in a later term since the last check):
+            # deadlines from that reign are meaningless now.
+            self.clock.step_down()
+            self._timing_term = 0
+        if not self._leads_with_everything_applied():
+            return
+        if not self._timing_term:
+            self.clock.become_leader(self.sm.leases, now)
+            self._timing_term = self.node.core.term
+            self._last_checkpoint = now
+            log.info("node %d times %d leases as leader", self.node.id, len(self.sm.leases.leases))
+        for lease_id in self.clock.expired(now):
+            self._spawn(self._expire(lease_id))
+        if now - self._last_checkpoint >= self.checkpoint_s * 1000:
+            self._last_checkpoint = now
+            remaining = tuple(self.clock.checkpoint(now))
+            if remaining:
+                self._spawn(self._checkpoint(remaining))
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, lease_id: int) -> None:
+        try:
+            await self._propose(LeaseExpire(lease_id), None, timeout=5.0)
+        except LeaseNotFoundError:
+            self.clock.removed(lease_id)
+        except (RaftError, TimeoutError) as exc:
+            log.info("expiry of lease %d not committed (%s); will retry", lease_id, exc)
+            if self._timing_now():
+                self.clock.retry_expiry(lease_id, _now_ms())
+
+    async def _checkpoint(self, remaining: tuple[tuple[int, int], ...]) -> None:
+        with contextlib.suppress(RaftError, TimeoutError):
+            await self._propose(LeaseCheckpoint(remaining), None, timeout=5.0)
+
+    # ------------------------------------------------------------------- hooks
+
+    def _on_applied(self, entry: Entry, result: Result | None) -> None:
+        if self._timing_now():
+            if isinstance(result, LeaseGrantResult):
+                self.clock.granted(result.lease_id, result.ttl_ms, _now_ms())
+            elif isinstance(result, LeaseRevokeResult):
+                self.clock.removed(result.lease_id)
+        self._applied.set()
+
+    def _on_restored(self) -> None:
+        if self._timing_now():
+            self.clock.become_leader(self.sm.leases, _now_ms())
+        self._applied.set()

@@ -1,0 +1,185 @@
+"""The coordination API against real member processes: KV, leases, watches, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+import hacoord
+from hacoord.client import Client, LeaseLostError
+from hacoord.coord import (
+    Compare,
+    CompareOp,
+    EventType,
+    InvalidCommandError,
+    LeaseNotFoundError,
+    Put,
+    Target,
+    Txn,
+)
+from hacoord.raft.timing import Timing
+from hacoord.server.local_cluster import LocalCluster
+
+TIMING = Timing(heartbeat_ms=30, election_timeout_ms=300)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    c = LocalCluster(tmp_path, n=3, timing=TIMING, snapshot_entries=200)
+    c.start()
+    try:
+        await c.wait_for_leader()
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def client(cluster: LocalCluster) -> AsyncIterator[Client]:
+    async with hacoord.connect(cluster.endpoints()) as c:
+        yield c
+
+
+async def test_kv_and_transactions_over_the_network(client: Client) -> None:
+    first = await client.put("cfg/a", b"1")
+    second = await client.put("cfg/b", b"2")
+    assert second.revision > first.revision
+    kv = await client.get("cfg/a")
+    assert kv is not None and kv.value == b"1" and kv.version == 1
+    listing = await client.range("cfg/", prefix=True)
+    assert [k.key for k in listing.kvs] == ["cfg/a", "cfg/b"]
+    cas = Txn(
+        compares=(Compare("cfg/a", Target.VALUE, CompareOp.EQUAL, b"1"),),
+        success=(Put("cfg/a", b"one"),),
+    )
+    assert (await client.txn(cas)).succeeded
+    assert not (await client.txn(cas)).succeeded
+    deleted = await client.delete("cfg/", prefix=True)
+    assert len(deleted.deleted) == 2
+    assert await client.get("cfg/a") is None
+
+
+async def test_an_abandoned_lease_expires_and_takes_its_keys(client: Client) -> None:
+    lease = await client.grant(1.0, keep_alive=False)
+    await client.put("session/x", b"here", lease=lease.id)
+    start = (await client.range("session/x")).revision
+    async for event in client.watch("session/x", start_revision=start):
+        if event.type is EventType.DELETE:
+            break
+    assert await client.get("session/x") is None
+    with pytest.raises(LeaseNotFoundError):
+        await client.put("session/y", b"late", lease=lease.id)
+
+
+async def test_a_kept_alive_lease_outlives_several_ttls_and_leader_kills(
+    cluster: LocalCluster, client: Client
+) -> None:
+    lease = await client.grant(1.5)
+    await client.put("alive", b"yes", lease=lease.id)
+    for _ in range(2):
+        leader = await cluster.wait_for_leader()
+        cluster.kill(leader)
+        await cluster.wait_for_leader(exclude={leader})
+        cluster.start(leader)
+        await asyncio.wait_for(_renewed_after(client, lease.id), 10)
+    assert not lease.is_lost, lease.lost_reason
+    assert (await client.get("alive")) is not None
+    ttl, remaining = await client.time_to_live(lease.id)
+    assert ttl == 1.5 and 0 < remaining <= 1.5
+
+
+async def _renewed_after(client: Client, lease_id: int) -> None:
+    """Wait until a keep-alive succeeds (on whichever member leads now)."""
+    while True:
+        try:
+            await client.keep_alive_once(lease_id, timeout=1)
+            return
+        except hacoord.client.UnavailableError:
+            continue
+
+
+async def test_watch_sees_every_write_once_across_leader_changes(
+    cluster: LocalCluster, client: Client
+) -> None:
+    start = (await client.put("w/start", b"0")).revision
+    seen: list[tuple[int, str]] = []
+    acknowledged: list[str] = []
+    done = asyncio.Event()
+
+    async def watcher() -> None:
+        async with hacoord.connect(cluster.endpoints()) as watch_client:
+            async for event in watch_client.watch("w/", prefix=True, start_revision=start):
+                seen.append((event.revision, event.kv.key))
+                if event.kv.key == "w/end":
+                    done.set()
+                    return
+
+    task = asyncio.create_task(watcher())
+    for i in range(30):
+        if i in (10, 20):
+            leader = await cluster.wait_for_leader()
+            cluster.kill(leader)
+            cluster.start(leader)
+        await client.put(f"w/{i:02d}", b"v")
+        acknowledged.append(f"w/{i:02d}")
+    await client.put("w/end", b"")
+    await asyncio.wait_for(done.wait(), 30)
+    await task
+    revisions = [rev for rev, _ in seen]
+    assert revisions == sorted(set(revisions)), "in order, no duplicates"
+    keys = [key for _, key in seen]
+    assert keys[0] == "w/start" and keys[-1] == "w/end"
+    assert keys[1:-1] == acknowledged, "every acknowledged write seen exactly once"
+
+
+async def test_bad_requests_get_clear_errors_and_change_nothing(
+    cluster: LocalCluster, client: Client
+) -> None:
+    before = (await client.range("", prefix=True)).revision
+    leader = await cluster.wait_for_leader()
+    http = cluster.http()
+    async with http.post(cluster.url(leader, "/v1/coord/submit"), data=b"\xc1junk") as resp:
+        body = msgpack.unpackb(await resp.read())
+        assert resp.status == 400 and "not valid msgpack" in body[1][1]
+    bad = msgpack.packb([0, 0, [1, "k", "text-not-bytes", 0]])
+    async with http.post(cluster.url(leader, "/v1/coord/submit"), data=bad) as resp:
+        body = msgpack.unpackb(await resp.read())
+        assert resp.status == 400 and "value must be bytes, got str" in body[1][1]
+    async with http.post(cluster.url(leader, "/v1/coord/range"), data=b"\x93") as resp:
+        assert resp.status == 400
+    with pytest.raises(InvalidCommandError, match="1048577 bytes, over the limit of 1048576"):
+        await client.put("big", b"x" * ((1 << 20) + 1))
+    with pytest.raises(InvalidCommandError, match="larger than the member accepts"):
+        await client.put("huge", b"x" * (2 << 20))
+    with pytest.raises(LeaseNotFoundError, match="lease 424242 does not exist"):
+        await client.put("orphan", b"x", lease=424242)
+    with pytest.raises(LeaseNotFoundError):
+        await client.keep_alive_once(424242)
+    assert (await client.range("", prefix=True)).revision == before
+
+
+async def test_election_hands_over_with_growing_tokens(
+    client: Client, cluster: LocalCluster
+) -> None:
+    async with hacoord.connect(cluster.endpoints()) as other:
+        first = await client.election("db").acquire(b"host-a", ttl_s=2)
+        second_task = asyncio.create_task(other.election("db").acquire(b"host-b", ttl_s=2))
+        holder = await client.election("db").leader()
+        assert holder is not None and holder.value == b"host-a"
+        assert holder.token == first.token
+        assert (await first.fenced(Put("db/primary", b"host-a"))).succeeded
+        resigned_at = time.monotonic()
+        await first.resign()
+        second = await asyncio.wait_for(second_task, 10)
+        assert second.token > first.token
+        assert not (await first.fenced(Put("db/primary", b"stale"))).succeeded
+        assert (await client.get("db/primary")).value == b"host-a"  # type: ignore[union-attr]
+        assert time.monotonic() >= resigned_at
+        await second.resign()
+    with pytest.raises(LeaseLostError):
+        raise LeaseLostError("sanity: the error type is importable and raisable")
