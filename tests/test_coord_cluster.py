@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -183,3 +184,57 @@ async def test_election_hands_over_with_growing_tokens(
         await second.resign()
     with pytest.raises(LeaseLostError):
         raise LeaseLostError("sanity: the error type is importable and raisable")
+
+
+async def test_one_holder_at_a_time_while_the_cluster_leader_is_killed(
+    cluster: LocalCluster,
+) -> None:
+    """Two candidates take turns; the cluster leader is SIGKILLed again and again.
+
+    Every term of office is recorded by the candidate itself: elected when
+    ``acquire`` returned, ended just before resigning (or when ``lost()`` fired). The
+    next holder must be elected only after the previous one stopped, tokens must
+    grow, and no lease may be lost to a failover.
+    """
+    terms: list[tuple[float, float, int, str, str]] = []
+    stop = asyncio.Event()
+    new_term = asyncio.Event()
+
+    async def candidate(name: str) -> None:
+        async with hacoord.connect(cluster.endpoints(), deadline_s=20) as c:
+            election = c.election("orders")
+            while not stop.is_set():
+                leadership = await election.acquire(name.encode(), ttl_s=2.0)
+                elected = time.monotonic()
+                lost = asyncio.create_task(leadership.lost())
+                done, _ = await asyncio.wait({lost}, timeout=0.4)
+                ended = time.monotonic()
+                reason = leadership.lease.lost_reason if done else ""
+                terms.append((elected, ended, leadership.token, name, reason))
+                new_term.set()
+                lost.cancel()
+                if not done:
+                    await leadership.fenced(Put("orders/primary", name.encode()))
+                    await leadership.resign()
+
+    tasks = [asyncio.create_task(candidate(n)) for n in ("a", "b")]
+    try:
+        for _ in range(4):
+            leader = await cluster.wait_for_leader()
+            cluster.kill(leader)
+            await cluster.wait_for_leader(exclude={leader})
+            cluster.start(leader)
+            before = len(terms)
+            while len(terms) < before + 2:  # holders keep changing after the failover
+                new_term.clear()
+                await asyncio.wait_for(new_term.wait(), 30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    terms.sort()
+    assert len(terms) >= 8
+    assert [t[4] for t in terms] == [""] * len(terms), "no lease lost to a failover"
+    tokens = [t[2] for t in terms]
+    assert tokens == sorted(set(tokens)), "tokens grow strictly"
+    for prev, nxt in itertools.pairwise(terms):
+        assert prev[1] <= nxt[0], f"{nxt[3]} elected before {prev[3]} stopped"

@@ -22,6 +22,8 @@ from hacoord.coord.results import error_from_wire, event_to_wire, result_to_wire
 from hacoord.raft.errors import NotLeaderError, RaftError
 
 LEADER_OPS = frozenset({"submit", "keepalive"})
+MAX_RETRY_DELAY_S = 0.1
+"""Retries stay frequent: a lease must be renewed soon after a failover ends."""
 
 
 class Redirect(Exception):
@@ -119,7 +121,7 @@ class HttpTransport:
             if new_leader:
                 continue
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, MAX_RETRY_DELAY_S)
         tried = "; ".join(problems[-6:]) or "no attempt fitted in the deadline"
         raise UnavailableError(f"{op}: no member answered before the deadline ({tried})")
 
@@ -182,7 +184,7 @@ class LocalTransport:
             if time.monotonic() + delay >= deadline:
                 raise UnavailableError(f"{op}: not served before the deadline ({last})")
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
     async def _once(self, op: str, body: Any, deadline: float) -> Any:
         svc = self.service
