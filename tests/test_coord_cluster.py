@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -238,3 +241,63 @@ async def test_one_holder_at_a_time_while_the_cluster_leader_is_killed(
     assert tokens == sorted(set(tokens)), "tokens grow strictly"
     for prev, nxt in itertools.pairwise(terms):
         assert prev[1] <= nxt[0], f"{nxt[3]} elected before {prev[3]} stopped"
+
+
+async def _cli(*args: str) -> tuple[int, list[dict[str, object]], str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hacoord",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    assert proc.returncode is not None
+    return proc.returncode, lines, err.decode()
+
+
+async def test_kv_lease_and_elect_commands(cluster: LocalCluster) -> None:
+    eps = ["--endpoints", ",".join(cluster.endpoints())]
+    code, out, _ = await _cli("lease", "grant", "--ttl", "30", *eps)
+    assert code == 0
+    lease = int(out[0]["lease"])  # type: ignore[call-overload]
+    code, out, _ = await _cli("kv", "put", "cli/a", "hello", "--lease", str(lease), *eps)
+    assert code == 0 and int(out[0]["revision"]) > lease  # type: ignore[call-overload]
+    code, out, _ = await _cli("kv", "get", "cli/", "--prefix", *eps)
+    assert code == 0 and [(o["key"], o["value"], o["lease"]) for o in out] == [
+        ("cli/a", "hello", lease)
+    ]
+    code, out, _ = await _cli("lease", "ttl", str(lease), *eps)
+    assert code == 0 and out[0]["ttl_s"] == 30.0
+    code, out, _ = await _cli("lease", "revoke", str(lease), *eps)
+    assert code == 0 and out[0]["deleted"] == ["cli/a"]
+    code, out, err = await _cli("kv", "get", "cli/a", *eps)
+    assert code == 1 and out == []
+    code, _, err = await _cli("lease", "ttl", str(lease), *eps)
+    assert code == 1 and f"lease {lease} does not exist" in err
+    code, _, err = await _cli("kv", "put", "cli/b", "x", "--lease", "999999", *eps)
+    assert code == 1 and "lease 999999 does not exist" in err
+
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hacoord",
+        "elect",
+        "cli-election",
+        "me",
+        *eps,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    elected = json.loads(await asyncio.wait_for(holder.stdout.readline(), 20))
+    assert elected["elected"] == "cli-election" and elected["token"] > 0
+    async with hacoord.connect(cluster.endpoints()) as c:
+        current = await c.election("cli-election").leader()
+        assert current is not None and current.token == elected["token"]
+        holder.send_signal(signal.SIGINT)
+        resigned = json.loads(await asyncio.wait_for(holder.stdout.readline(), 20))
+        assert resigned == {"resigned": "cli-election", "token": elected["token"]}
+        assert await holder.wait() == 0
+        assert await c.election("cli-election").leader() is None

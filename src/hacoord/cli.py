@@ -1,4 +1,4 @@
-"""The ``hacoord`` command line: serve, status, transfer-leadership, put/get, demo."""
+"""The ``hacoord`` command line: serve, status, members, kv, leases, elections, demo."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import json
 import logging
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from hacoord import cli_coord
 from hacoord.raft.errors import ConfigError
 from hacoord.server.config_file import load_config, parse_address
 from hacoord.transport.tcp import make_ssl_contexts
@@ -254,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="skip the catch-up/reachability checks")
     with_endpoints(s)
     s.set_defaults(func=lambda a: asyncio.run(_member(a)))
+
+    def coord_runner(job: cli_coord.Runner) -> Callable[[argparse.Namespace], int]:
+        return lambda a: cli_coord.run(a, _endpoints(a), _client_tls(a), job)
+
+    cli_coord.add_commands(sub, with_endpoints, coord_runner)
 
     s = sub.add_parser("demo", help="start a local cluster, kill its leader, watch failover")
     s.add_argument("--nodes", type=int, default=3, choices=(3, 5))
