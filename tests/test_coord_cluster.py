@@ -150,7 +150,7 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(
     async with http.post(cluster.url(leader, "/v1/coord/submit"), data=b"\xc1junk") as resp:
         body = msgpack.unpackb(await resp.read())
         assert resp.status == 400 and "not valid msgpack" in body[1][1]
-    bad = msgpack.packb([0, 0, [1, "k", "text-not-bytes", 0]])
+    bad = msgpack.packb([0, 0, 0, [1, "k", "text-not-bytes", 0]])
     async with http.post(cluster.url(leader, "/v1/coord/submit"), data=bad) as resp:
         body = msgpack.unpackb(await resp.read())
         assert resp.status == 400 and "value must be bytes, got str" in body[1][1]

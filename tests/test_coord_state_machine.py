@@ -35,9 +35,10 @@ class Driver:
         self.sm = sm or CoordStateMachine()
         self.index = self.sm.applied
 
-    def run(self, cmd: object, client: int = 0, seq: int = 0) -> object:
+    def run(self, cmd: object, client: int = 0, seq: int = 0, first: int = 0) -> object:
         self.index += 1
-        return self.sm.apply_request(Request(cmd, client, seq), self.index)  # type: ignore[arg-type]
+        request = Request(cmd, client, seq, first)  # type: ignore[arg-type]
+        return self.sm.apply_request(request, self.index)
 
 
 def test_revisions_versions_and_previous_values() -> None:
@@ -160,18 +161,35 @@ def test_retried_request_is_applied_once_and_answered_the_same() -> None:
         d.run(Put("x", b"1", lease=42), client=7, seq=2)
     with pytest.raises(LeaseNotFoundError):  # the refusal is remembered too
         d.run(Put("x", b"1", lease=42), client=7, seq=2)
-    with pytest.raises(StaleSequenceError, match="client 7: sequence number 1"):
+    d.run(Put("other", b"o"), client=7, seq=3, first=3)  # 1 and 2 are answered: forget them
+    with pytest.raises(StaleSequenceError, match="client 7: sequence number 1 is below 3"):
         d.run(Put("counter", b"9"), client=7, seq=1)
     assert d.sm.get("counter").value == b"1"  # type: ignore[union-attr]
 
 
-def test_session_memory_is_bounded_and_forgets_the_least_recent_client() -> None:
+def test_requests_in_flight_together_may_apply_out_of_order() -> None:
+    d = Driver()
+    later = d.run(Put("a", b"5"), client=3, seq=5, first=4)
+    earlier = d.run(Put("b", b"4"), client=3, seq=4, first=4)
+    assert isinstance(later, PutResult) and isinstance(earlier, PutResult)
+    assert d.run(Put("a", b"5"), client=3, seq=5, first=4) == later, "retry answered"
+    assert d.sm.get("a").version == 1  # type: ignore[union-attr]
+
+
+def test_session_memory_is_bounded_per_client_and_in_clients() -> None:
     d = Driver(CoordStateMachine(max_clients=2))
     d.run(Put("a", b"1"), client=1, seq=1)
     d.run(Put("b", b"1"), client=2, seq=1)
     d.run(Put("a", b"2"), client=1, seq=2)  # client 1 is now the most recent
     d.run(Put("c", b"1"), client=3, seq=1)
     assert sorted(d.sm.clients.clients) == [1, 3]
+    small = Driver(CoordStateMachine())
+    small.sm.clients.max_outcomes = 3
+    for seq in range(1, 6):  # a client that never reports progress
+        small.run(Put("k", b"%d" % seq), client=9, seq=seq)
+    assert sorted(small.sm.clients.clients[9].outcomes) == [3, 4, 5]
+    with pytest.raises(StaleSequenceError):
+        small.run(Put("k", b"1"), client=9, seq=2)
 
 
 def test_watch_history_is_ordered_filtered_and_compacts_whole_revisions() -> None:
@@ -220,15 +238,16 @@ def test_snapshot_from_an_unknown_format_is_refused_clearly() -> None:
     ("payload", "message"),
     [
         (b"\xc1", "not valid msgpack"),
-        (msgpack.packb({"op": "put"}), "request: expected 3 fields, got dict"),
-        (msgpack.packb([0, 0, [1, "k", "not bytes", 0]]), "value must be bytes, got str"),
-        (msgpack.packb([0, 0, [1, 5, b"v", 0]]), "key must be a string, got int"),
-        (msgpack.packb([0, 0, [99]]), "unknown command tag 99"),
-        (msgpack.packb([0, 0, [10, -5]]), "ttl_ms must be >= 1, got -5"),
-        (msgpack.packb([3, 0, [1, "k", b"v", 0]]), "seq must be >= 1 when client_id is set"),
-        (msgpack.packb([0, 0, [4, [["k", 9, 1, 0]], [], []]]), "unknown compare target 9"),
-        (msgpack.packb([0, 0, [4, [["k", 1, 1, 5]], [], []]]), "operand must be bytes"),
-        (msgpack.packb([0, 0, [4, [], [[7, "k"]], []]]), "txn success op 0: unknown operation"),
+        (msgpack.packb({"op": "put"}), "request: expected 4 fields, got dict"),
+        (msgpack.packb([1, 2, 3, [1, "k", b"v", 0]]), "first_outstanding \\(3\\) must not exceed"),
+        (msgpack.packb([0, 0, 0, [1, "k", "not bytes", 0]]), "value must be bytes, got str"),
+        (msgpack.packb([0, 0, 0, [1, 5, b"v", 0]]), "key must be a string, got int"),
+        (msgpack.packb([0, 0, 0, [99]]), "unknown command tag 99"),
+        (msgpack.packb([0, 0, 0, [10, -5]]), "ttl_ms must be >= 1, got -5"),
+        (msgpack.packb([3, 0, 0, [1, "k", b"v", 0]]), "seq must be >= 1 when client_id is set"),
+        (msgpack.packb([0, 0, 0, [4, [["k", 9, 1, 0]], [], []]]), "unknown compare target 9"),
+        (msgpack.packb([0, 0, 0, [4, [["k", 1, 1, 5]], [], []]]), "operand must be bytes"),
+        (msgpack.packb([0, 0, 0, [4, [], [[7, "k"]], []]]), "txn success op 0: unknown operation"),
     ],
 )
 def test_malformed_commands_are_refused_with_the_reason_and_change_nothing(
@@ -260,5 +279,5 @@ def test_wire_round_trip_of_every_command() -> None:
         LeaseCheckpoint(((4, 100), (5, 0))),
     ]
     for cmd in commands:
-        request = Request(cmd, 9, 12)  # type: ignore[arg-type]
+        request = Request(cmd, 9, 12, 10)  # type: ignore[arg-type]
         assert decode_request(encode_request(request)) == request

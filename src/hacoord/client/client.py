@@ -55,6 +55,7 @@ class Client:
         self.deadline_s = deadline_s
         self.client_id = random.SystemRandom().randrange(1, 1 << 62)
         self._seq = 0
+        self._outstanding: set[int] = set()
         self._leases: set[Lease] = set()
 
     @classmethod
@@ -86,8 +87,15 @@ class Client:
     async def submit(self, cmd: Command, timeout: float | None = None) -> Result:
         """Apply any command exactly once; returns its result or raises its refusal."""
         self._seq += 1
-        data = encode_request(Request(cmd, self.client_id, self._seq))
-        wire = await self.transport.call("submit", data, self._deadline(timeout))
+        seq = self._seq
+        self._outstanding.add(seq)
+        request = Request(cmd, self.client_id, seq, min(self._outstanding))
+        try:
+            wire = await self.transport.call(
+                "submit", encode_request(request), self._deadline(timeout)
+            )
+        finally:
+            self._outstanding.discard(seq)
         return result_from_wire(wire)
 
     async def put(self, key: str, value: bytes, lease: int = 0) -> PutResult:

@@ -125,12 +125,15 @@ class Request:
     """A command with its sender's identity, for exactly-once application.
 
     ``client_id`` 0 means anonymous: no deduplication. Otherwise ``seq`` must grow
-    with every new request of that client; a retry reuses the same ``seq``.
+    with every new request of that client; a retry reuses the same ``seq``. A client
+    may have several requests in flight: ``first_outstanding`` is the lowest ``seq``
+    it still waits for, so the outcomes of earlier ones can be forgotten.
     """
 
     command: Command
     client_id: int = 0
     seq: int = 0
+    first_outstanding: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +180,14 @@ def _command_wire(cmd: Command) -> list[Any]:
 
 def encode_request(request: Request) -> bytes:
     """The log entry payload of ``request``."""
-    out: bytes = msgpack.packb([request.client_id, request.seq, _command_wire(request.command)])
+    out: bytes = msgpack.packb(
+        [
+            request.client_id,
+            request.seq,
+            request.first_outstanding,
+            _command_wire(request.command),
+        ]
+    )
     return out
 
 
@@ -304,12 +314,17 @@ def decode_request(data: bytes) -> Request:
         items = msgpack.unpackb(data)
     except Exception as exc:
         raise InvalidCommandError(f"request is not valid msgpack: {exc}") from None
-    f = _Fields("request", items, 3)
+    f = _Fields("request", items, 4)
     client_id = f.integer(0, "client_id")
     seq = f.integer(1, "seq")
+    first_outstanding = f.integer(2, "first_outstanding")
     if client_id and not seq:
         raise InvalidCommandError("request: seq must be >= 1 when client_id is set")
-    return Request(_decode_command(items[2]), client_id, seq)
+    if first_outstanding > seq:
+        raise InvalidCommandError(
+            f"request: first_outstanding ({first_outstanding}) must not exceed seq ({seq})"
+        )
+    return Request(_decode_command(items[3]), client_id, seq, first_outstanding)
 
 
 def _check_key(key: str, limits: Limits, what: str) -> None:

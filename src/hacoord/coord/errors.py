@@ -38,12 +38,12 @@ class CompactedError(CoordError):
 
 
 class StaleSequenceError(CoordError):
-    """A client sent a sequence number older than one it already had applied."""
+    """A client sent a sequence number whose outcome the cluster no longer remembers."""
 
     def __init__(self, client_id: int, seq: int, last: int) -> None:
         super().__init__(
-            f"client {client_id}: sequence number {seq} is older than the last applied "
-            f"({last}); the request was already answered or superseded"
+            f"client {client_id}: sequence number {seq} is below {last}, the oldest one "
+            "still remembered; the request was already answered or abandoned"
         )
         self.client_id = client_id
         self.seq = seq

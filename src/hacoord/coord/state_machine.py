@@ -30,7 +30,7 @@ from hacoord.coord.commands import (
     decode_request,
     encode_request,
 )
-from hacoord.coord.errors import CoordError, InvalidCommandError, StaleSequenceError
+from hacoord.coord.errors import CoordError, InvalidCommandError
 from hacoord.coord.leases import Lease, LeaseTable
 from hacoord.coord.results import (
     CheckpointResult,
@@ -53,7 +53,7 @@ from hacoord.coord.results import (
     result_from_wire,
     result_to_wire,
 )
-from hacoord.coord.sessions import DEFAULT_MAX_CLIENTS, ClientTable
+from hacoord.coord.sessions import DEFAULT_MAX_CLIENTS, ClientRecord, ClientTable
 from hacoord.coord.store import DEFAULT_HISTORY, KeyStore
 from hacoord.raft.types import Entry, EntryKind
 
@@ -107,11 +107,9 @@ class CoordStateMachine:
         self.applied = entry.index
         request = decode_request(entry.data)
         if request.client_id:
-            record = self.clients.lookup(request.client_id)
-            if record is not None and request.seq == record.seq:
-                return self._replay(record.outcome)
-            if record is not None and request.seq < record.seq:
-                raise StaleSequenceError(request.client_id, request.seq, record.seq)
+            remembered = self.clients.lookup(request.client_id, request.seq)
+            if remembered is not None:
+                return self._replay(remembered)
         try:
             result = self._execute(request.command, entry.index)
         except CoordError as exc:
@@ -129,7 +127,7 @@ class CoordStateMachine:
 
     def _remember(self, request: Request, outcome: list[Any]) -> None:
         if request.client_id:
-            self.clients.record(request.client_id, request.seq, outcome)
+            self.clients.record(request.client_id, request.seq, request.first_outstanding, outcome)
 
     @staticmethod
     def _replay(outcome: list[Any]) -> Result:
@@ -230,7 +228,10 @@ class CoordStateMachine:
             [lease.id, lease.ttl_ms, lease.remaining_ms, sorted(lease.keys)]
             for lease in self.leases.leases.values()
         ]
-        clients = [[cid, rec.seq, rec.outcome] for cid, rec in self.clients.clients.items()]
+        clients = [
+            [cid, rec.floor, [[seq, o] for seq, o in rec.outcomes.items()]]
+            for cid, rec in self.clients.clients.items()
+        ]
         out: bytes = msgpack.packb(
             [
                 SNAPSHOT_FORMAT,
@@ -273,6 +274,6 @@ class CoordStateMachine:
             lease.remaining_ms = remaining
             lease.keys = set(lease_keys)
         self.clients.clients.clear()
-        for cid, seq, outcome in clients:
-            self.clients.record(cid, seq, outcome)
+        for cid, floor, outcomes in clients:
+            self.clients.clients[cid] = ClientRecord(floor, {seq: o for seq, o in outcomes})
         self.applied = applied
