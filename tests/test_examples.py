@@ -15,3 +15,15 @@ def test_embedded_cluster_example_runs() -> None:
     assert out.returncode == 0, out.stderr
     assert "took over" in out.stdout
     assert "every increment was applied exactly once" in out.stdout
+
+
+def test_election_fencing_example_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "election_fencing.py")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "db-a's late write inside the cluster applied: False" in out.stdout
+    assert "db-a's late action at the resource refused" in out.stdout
+    assert "db-b still holds after the failover: True" in out.stdout
+    assert "orders/primary = db-b" in out.stdout
