@@ -95,6 +95,14 @@ async def test_a_kept_alive_lease_outlives_several_ttls_and_leader_kills(
     assert (await client.get("alive")) is not None
     ttl, remaining = await client.time_to_live(lease.id)
     assert ttl == 1.5 and 0 < remaining <= 1.5
+    leader = await cluster.wait_for_leader()
+    async with cluster.http().get(cluster.url(leader, "/metrics")) as resp:
+        samples = dict(
+            line.split(" ", 1) for line in (await resp.text()).splitlines() if line[:1] != "#"
+        )
+    assert samples["hacoord_leases"] == "1"
+    assert float(samples["hacoord_lease_keepalives_total"]) >= 1
+    assert float(samples["hacoord_revision"]) >= 2
 
 
 async def _renewed_after(client: Client, lease_id: int) -> None:

@@ -28,6 +28,7 @@ from hacoord.coord.errors import InvalidCommandError, LeaseNotFoundError
 from hacoord.coord.lease_clock import LeaseClock
 from hacoord.coord.results import Event, LeaseGrantResult, LeaseRevokeResult, RangeResult, Result
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
+from hacoord.raft.metrics import counter, gauge
 from hacoord.raft.node import RaftNode
 from hacoord.raft.types import Entry
 from hacoord.server.state import ServerStateMachine
@@ -74,6 +75,9 @@ class CoordinationService:
         self._last_checkpoint = 0.0
         self._applied = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.keepalives = 0
+        self.expiries_proposed = 0
+        self.watch_polls = 0
         self._expiring: set[asyncio.Task[None]] = set()
         sm.on_applied.append(self._on_applied)
         sm.on_restored.append(self._on_restored)
@@ -131,6 +135,7 @@ class CoordinationService:
         if from_revision < 1:
             raise InvalidCommandError(f"watch: from_revision must be >= 1, got {from_revision}")
         deadline = time.monotonic() + wait_s
+        self.watch_polls += 1
         while True:
             events = self.sm.events_since(from_revision, key, prefix)
             if events:
@@ -152,7 +157,9 @@ class CoordinationService:
             raise LeasesNotReadyError(
                 "this leader is still applying its predecessors' entries; retry shortly"
             )
-        return self.clock.keep_alive(self.sm.leases, lease_id, _now_ms())
+        ttl = self.clock.keep_alive(self.sm.leases, lease_id, _now_ms())
+        self.keepalives += 1
+        return ttl
 
     def time_to_live(self, lease_id: int) -> tuple[int, int]:
         """``(ttl_ms, remaining_ms)`` of a live lease (remaining as last checkpointed
@@ -191,6 +198,7 @@ class CoordinationService:
             self._last_checkpoint = now
             log.info("node %d times %d leases as leader", self.node.id, len(self.sm.leases.leases))
         for lease_id in self.clock.expired(now):
+            self.expiries_proposed += 1
             self._spawn(self._expire(lease_id))
         if now - self._last_checkpoint >= self.checkpoint_s * 1000:
             self._last_checkpoint = now
@@ -216,6 +224,21 @@ class CoordinationService:
     async def _checkpoint(self, remaining: tuple[tuple[int, int], ...]) -> None:
         with contextlib.suppress(RaftError, TimeoutError):
             await self._propose(LeaseCheckpoint(remaining), None, timeout=5.0)
+
+    def render_metrics(self) -> str:
+        """Prometheus lines for the coordination layer."""
+        lines = gauge("hacoord_revision", "Revision of the last change to a key.", self.sm.revision)
+        lines += gauge("hacoord_keys", "Keys stored.", len(self.sm.store.keys))
+        lines += gauge("hacoord_leases", "Live leases.", len(self.sm.leases.leases))
+        lines += gauge(
+            "hacoord_sessions", "Clients with remembered outcomes.", len(self.sm.clients.clients)
+        )
+        lines += counter("hacoord_lease_keepalives_total", "Keep-alives served.", self.keepalives)
+        lines += counter(
+            "hacoord_lease_expiries_total", "Lease expiries proposed.", self.expiries_proposed
+        )
+        lines += counter("hacoord_watch_polls_total", "Watch polls served.", self.watch_polls)
+        return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------- hooks
 

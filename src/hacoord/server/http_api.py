@@ -100,9 +100,8 @@ class HttpApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format."""
-        return web.Response(
-            text=self.node.metrics.render(self.node), content_type="text/plain", charset="utf-8"
-        )
+        text = self.node.metrics.render(self.node) + self.service.render_metrics()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def transfer_leadership(self, request: web.Request) -> web.Response:
         """Body ``{"to": ID}``: hand leadership to that voter and wait for it."""
