@@ -65,8 +65,17 @@ class Lease:
         return self._lost.is_set() or time.monotonic() >= self.deadline
 
     async def lost(self) -> None:
-        """Return once the lease may have ended (expired, revoked, or unreachable)."""
-        await self._lost.wait()
+        """Return once the lease may have ended (expired, revoked, or unreachable).
+
+        Fires at the client's deadline even when keep-alives were stopped.
+        """
+        while not self._lost.is_set():
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                self._mark_lost("no keep-alive succeeded within the TTL")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), remaining)
 
     def _mark_lost(self, reason: str) -> None:
         if not self._lost.is_set():

@@ -99,6 +99,7 @@ class HttpTransport:
         data = body if isinstance(body, bytes) else msgpack.packb(body)
         problems: list[str] = []
         delay = 0.02
+        redirected_to: set[str] = set()
         while time.monotonic() < deadline:
             new_leader = False
             for url in self._candidates(op):
@@ -110,16 +111,22 @@ class HttpTransport:
                 except Redirect as exc:
                     problems.append(f"{url}: {exc}")
                     leader = f"{url.split('://')[0]}://{exc.http}" if exc.http else None
-                    if leader and leader != self._leader and op in LEADER_OPS:
+                    if leader and leader not in redirected_to and op in LEADER_OPS:
+                        # Follow a redirect at once, but only once per target and pause:
+                        # a follower may still name a leader that just died.
+                        redirected_to.add(leader)
                         self._leader = leader
                         new_leader = True
                         break
-                except (Retryable, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                except Retryable as exc:
+                    problems.append(f"{url}: {exc}")
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     problems.append(f"{url}: {exc or type(exc).__name__}")
                     if url == self._leader:
                         self._leader = None
             if new_leader:
                 continue
+            redirected_to.clear()
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, MAX_RETRY_DELAY_S)
         tried = "; ".join(problems[-6:]) or "no attempt fitted in the deadline"
@@ -200,7 +207,7 @@ class LocalTransport:
             batch = await svc.watch(key, prefix, start, min(wait_ms / 1000, timeout))
             return [[event_to_wire(e) for e in batch.events], batch.next_revision]
         if op == "keepalive":
-            return svc.keep_alive(body[0])
+            return await svc.keep_alive(body[0], timeout)
         if op == "ttl":
             return list(svc.time_to_live(body[0]))
         raise InvalidCommandError(f"unknown operation {op!r}")

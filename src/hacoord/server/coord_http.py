@@ -130,7 +130,7 @@ class CoordRoutes:
             (lease_id,) = _fields(await self._body(request), 1, "keepalive")
             if not isinstance(lease_id, int):
                 raise InvalidCommandError("keepalive: lease_id must be an int")
-            return self.service.keep_alive(lease_id)
+            return await self.service.keep_alive(lease_id)
 
         return await self._answer(run())
 

@@ -149,17 +149,28 @@ class CoordinationService:
 
     # ------------------------------------------------------------------ leases
 
-    def keep_alive(self, lease_id: int) -> int:
-        """Renew ``lease_id`` on the leader; returns its TTL in milliseconds."""
+    async def keep_alive(self, lease_id: int, timeout: float = 5.0) -> int:
+        """Renew ``lease_id`` on the leader; returns its TTL in milliseconds.
+
+        The leader first confirms with a heartbeat round (batched like ReadIndex) that
+        it still leads: a deposed leader that has not noticed yet must not renew, or
+        the holder would count on time that the new leader does not give it.
+        """
+        self._check_timing()
+        self.sm.lease(lease_id)
+        await self.node.read_index(timeout=timeout)
+        self._check_timing()
+        ttl = self.clock.keep_alive(self.sm.leases, lease_id, _now_ms())
+        self.keepalives += 1
+        return ttl
+
+    def _check_timing(self) -> None:
         if not self.node.is_leader:
             raise NotLeaderError(self.node.id, self.node.leader_id)
         if not self._timing_now():
             raise LeasesNotReadyError(
                 "this leader is still applying its predecessors' entries; retry shortly"
             )
-        ttl = self.clock.keep_alive(self.sm.leases, lease_id, _now_ms())
-        self.keepalives += 1
-        return ttl
 
     def time_to_live(self, lease_id: int) -> tuple[int, int]:
         """``(ttl_ms, remaining_ms)`` of a live lease (remaining as last checkpointed

@@ -247,6 +247,24 @@ class LocalCluster:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no leader within {timeout:.0f}s; logs in {self.base_dir}")
 
+    async def wait_in_sync(self, timeout: float = 20.0) -> int:
+        """Poll until every member runs, follows one leader and has applied its commit
+        index as it was when the wait began; returns the leader."""
+        deadline = time.monotonic() + timeout
+        target = -1
+        while time.monotonic() < deadline:
+            statuses = [await self.status(nid) for nid in self.members]
+            if all(statuses):
+                leaders = {st["leader"] for st in statuses if st}
+                leader_status = [st for st in statuses if st and st["role"] == "leader"]
+                if len(leaders) == 1 and len(leader_status) == 1:
+                    if target < 0:
+                        target = leader_status[0]["commit_index"]
+                    if all(st and st["applied_index"] >= target for st in statuses):
+                        return int(leader_status[0]["id"])
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"members not in sync within {timeout:.0f}s; logs in {self.base_dir}")
+
     async def put(self, key: str, value: str, timeout: float = 20.0) -> WriteResult:
         """Write through whichever member leads, following redirects and retrying."""
         deadline = time.monotonic() + timeout
