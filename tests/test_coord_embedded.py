@@ -11,7 +11,7 @@ import pytest
 
 from hacoord.client import Client
 from hacoord.client.transport import LocalTransport
-from hacoord.coord import LeaseNotFoundError, Put
+from hacoord.coord import EventType, LeaseNotFoundError, Put
 from hacoord.raft.node import NodeConfig, RaftNode, Transport
 from hacoord.raft.timing import Timing
 from hacoord.raft.types import Message, NodeId
@@ -95,3 +95,65 @@ async def test_a_follower_without_forwarding_says_it_cannot_write(
     async with Client(LocalTransport(follower.service), deadline_s=0.5) as client:
         with pytest.raises(UnavailableError, match="not the leader"):
             await client.put("x", b"y")
+
+
+async def test_observe_locks_and_cancelled_campaigns(members: dict[int, Member]) -> None:
+    import asyncio
+
+    leader_id = await members[1].node.wait_for_leader(10)
+    service = members[leader_id].service
+    async with Client.local(service) as a, Client.local(service) as b:
+        changes: list[tuple[bytes, int] | None] = []
+        seen = asyncio.Event()
+
+        async def observer() -> None:
+            async for holder in a.election("obs").observe():
+                changes.append(None if holder is None else (holder.value, holder.token))
+                seen.set()
+
+        watching = asyncio.create_task(observer())
+        await asyncio.wait_for(seen.wait(), 10)
+        first = await a.election("obs").acquire(b"one", ttl_s=2)
+        assert await first.proclaim(b"one-v2")
+        waiter = asyncio.create_task(b.election("obs").acquire(b"two", ttl_s=2))
+        await _wait_for_candidates(a, "_hacoord/election/obs/", 2)
+        await first.resign()
+        second = await asyncio.wait_for(waiter, 10)
+        while len(changes) < 4:
+            seen.clear()
+            await asyncio.wait_for(seen.wait(), 10)
+        watching.cancel()
+        assert changes[:4] == [
+            None,
+            (b"one", first.token),
+            (b"one-v2", first.token),
+            (b"two", second.token),
+        ]
+
+        # A lock is exclusive; a campaign cancelled while waiting leaves nothing behind.
+        held = await a.lock("jobs").acquire(b"a", ttl_s=2)
+        blocked = asyncio.create_task(b.lock("jobs").acquire(b"b", ttl_s=2))
+        await _wait_for_candidates(a, "_hacoord/lock/jobs/", 2)
+        blocked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        remaining = await a.range("_hacoord/lock/jobs/", prefix=True)
+        assert [kv.value for kv in remaining.kvs] == [b"a"], "the cancelled candidate is gone"
+        assert len(service.sm.leases.leases) == 2, "only the holders' leases remain"
+        await held.resign()
+        await second.resign()
+
+
+async def _wait_for_candidates(client: Client, prefix: str, count: int) -> None:
+    """Return once ``count`` keys exist under ``prefix`` (following a watch)."""
+    now = await client.range(prefix, prefix=True)
+    keys = {kv.key for kv in now.kvs}
+    if len(keys) >= count:
+        return
+    async for event in client.watch(prefix, True, now.revision + 1):
+        if event.type is EventType.PUT:
+            keys.add(event.kv.key)
+        else:
+            keys.discard(event.kv.key)
+        if len(keys) >= count:
+            return

@@ -22,7 +22,7 @@ from hacoord.coord.election import (
     resign_txn,
     while_holding,
 )
-from hacoord.coord.results import EventType, TxnResult
+from hacoord.coord.results import Event, EventType, TxnResult
 
 if TYPE_CHECKING:
     from hacoord.client.client import Client
@@ -140,18 +140,23 @@ class Election:
     async def _wait_for_deletion(self, keys: set[str], start: int, lease: Lease) -> None:
         watch = self.client.watch(self.candidates, True, start, poll_s=min(5.0, lease.ttl_s))
         lost = asyncio.create_task(lease.lost())
+        nxt: asyncio.Future[Event] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(watch))
                 done, _ = await asyncio.wait({nxt, lost}, return_when=asyncio.FIRST_COMPLETED)
                 if lost in done:
-                    nxt.cancel()
                     return
                 event = nxt.result()
+                nxt = None
                 if event.type is EventType.DELETE and event.kv.key in keys:
                     return
         finally:
-            lost.cancel()
+            # Stop the pending read before closing the generator it is running in.
+            pending = [t for t in (lost, nxt) if t is not None]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             await watch.aclose()
 
 

@@ -45,6 +45,7 @@ class Lease:
         """Monotonic time until which this lease is certainly still alive."""
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.lost_reason = ""
 
     def start(self) -> None:
@@ -53,6 +54,7 @@ class Lease:
 
     async def stop(self) -> None:
         """Stop renewing (the lease then expires on its own unless revoked)."""
+        self._stopping = True  # in case a library call swallows the cancellation
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,8 +76,10 @@ class Lease:
             if remaining <= 0:
                 self._mark_lost("no keep-alive succeeded within the TTL")
                 return
+            # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (3.11).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._lost.wait()
 
     def _mark_lost(self, reason: str) -> None:
         if not self._lost.is_set():
@@ -86,7 +90,7 @@ class Lease:
     async def _keep_alive(self) -> None:
         interval = self.ttl_s / 3
         try:
-            while True:
+            while not self._stopping:
                 now = time.monotonic()
                 if now >= self.deadline:
                     self._mark_lost("no keep-alive succeeded within the TTL")

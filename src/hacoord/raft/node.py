@@ -278,7 +278,8 @@ class RaftNode:
         self._wake.set()
         deadline = self.config.timing.election_timeout_ms / 1000
         try:
-            await asyncio.wait_for(self._wait_not_leader(), deadline)
+            async with asyncio.timeout(deadline):
+                await self._wait_not_leader()
             log.info("node %d handed leadership to %d before stopping", self.id, target)
         except TimeoutError:
             log.warning("node %d: leadership transfer to %d did not finish", self.id, target)
@@ -337,7 +338,8 @@ class RaftNode:
             timeout if timeout is not None else 2 * self.config.timing.election_timeout_ms / 1000
         )
         try:
-            return await asyncio.wait_for(fut, limit)
+            async with asyncio.timeout(limit):
+                return await fut
         finally:
             self._reads.pop(ctx, None)
 
@@ -355,7 +357,8 @@ class RaftNode:
                 await self._changed()
 
         try:
-            await asyncio.wait_for(until_done(), limit)
+            async with asyncio.timeout(limit):
+                await until_done()
         except TimeoutError as exc:
             raise RaftError(
                 f"leadership transfer from {self.id} to {to} did not finish in {limit:.2f}s"
@@ -385,7 +388,8 @@ class RaftNode:
                 await self._changed()
 
         try:
-            await asyncio.wait_for(until_applied(), limit)
+            async with asyncio.timeout(limit):
+                await until_applied()
         except TimeoutError as exc:
             raise RaftError(
                 f"membership change (entry {index}) was not applied within {limit:.1f}s; "
@@ -399,7 +403,8 @@ class RaftNode:
             while self.core.log.applied < index:
                 await self._changed()
 
-        await asyncio.wait_for(until_applied(), timeout)
+        async with asyncio.timeout(timeout):
+            await until_applied()
 
     async def wait_for_leader(self, timeout: float) -> NodeId:
         """Wait until some leader is known; returns its id."""
@@ -408,7 +413,8 @@ class RaftNode:
             while not self.core.leader:
                 await self._changed()
 
-        await asyncio.wait_for(until_known(), timeout)
+        async with asyncio.timeout(timeout):
+            await until_known()
         return self.core.leader
 
     def status(self) -> dict[str, Any]:

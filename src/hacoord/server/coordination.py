@@ -108,7 +108,8 @@ class CoordinationService:
 
     async def _propose(self, cmd: Command, request: Request | None, timeout: float) -> Result:
         data = encode_request(request or Request(cmd))
-        result: Result = await asyncio.wait_for(self.node.propose(data), timeout)
+        async with asyncio.timeout(timeout):
+            result: Result = await self.node.propose(data)
         return result
 
     # ------------------------------------------------------------------- reads
@@ -145,7 +146,8 @@ class CoordinationService:
                 return WatchBatch([], from_revision)
             self._applied.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._applied.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._applied.wait()
 
     # ------------------------------------------------------------------ leases
 
