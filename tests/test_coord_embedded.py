@@ -157,3 +157,15 @@ async def _wait_for_candidates(client: Client, prefix: str, count: int) -> None:
             keys.discard(event.kv.key)
         if len(keys) >= count:
             return
+
+
+async def test_batch_keepalive_and_lease_listing(members: dict[int, Member]) -> None:
+    leader_id = await members[1].node.wait_for_leader(10)
+    async with Client.local(members[leader_id].service) as client:
+        leases = [await client.grant(3, keep_alive=False) for _ in range(3)]
+        ids = [lease.id for lease in leases]
+        assert await client.keep_alive_many([*ids, 999_999]) == [3.0, 3.0, 3.0, 0.0]
+        assert set(ids) <= set(await client.leases())
+        await client.revoke(ids[0])
+        remaining = await client.leases()
+        assert ids[0] not in remaining and set(ids[1:]) <= set(remaining)

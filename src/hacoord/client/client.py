@@ -188,6 +188,18 @@ class Client:
         ttl_ms = await self.transport.call("keepalive", [lease_id], self._deadline(timeout))
         return int(ttl_ms) / 1000
 
+    async def keep_alive_many(
+        self, lease_ids: list[int], timeout: float | None = None
+    ) -> list[float]:
+        """Renew many leases in one call; each TTL in seconds (0 for a missing lease)."""
+        ttls = await self.transport.call("keepalive_many", [lease_ids], self._deadline(timeout))
+        return [int(t) / 1000 for t in ttls]
+
+    async def leases(self) -> list[int]:
+        """Ids of every live lease."""
+        ids = await self.transport.call("leases", [], self._deadline(None))
+        return [int(i) for i in ids]
+
     async def time_to_live(self, lease_id: int) -> tuple[float, float]:
         """``(ttl, remaining)`` of a lease in seconds."""
         ttl, remaining = await self.transport.call("ttl", [lease_id], self._deadline(None))

@@ -21,7 +21,7 @@ from hacoord.coord.errors import CoordError, InvalidCommandError
 from hacoord.coord.results import error_from_wire, event_to_wire, result_to_wire
 from hacoord.raft.errors import NotLeaderError, RaftError
 
-LEADER_OPS = frozenset({"submit", "keepalive"})
+LEADER_OPS = frozenset({"submit", "keepalive", "keepalive_many"})
 MAX_RETRY_DELAY_S = 0.1
 """Retries stay frequent: a lease must be renewed soon after a failover ends."""
 
@@ -208,6 +208,10 @@ class LocalTransport:
             return [[event_to_wire(e) for e in batch.events], batch.next_revision]
         if op == "keepalive":
             return await svc.keep_alive(body[0], timeout)
+        if op == "keepalive_many":
+            return await svc.keep_alive_many(body[0], timeout)
+        if op == "leases":
+            return svc.lease_ids()
         if op == "ttl":
             return list(svc.time_to_live(body[0]))
         raise InvalidCommandError(f"unknown operation {op!r}")

@@ -32,6 +32,7 @@ from hacoord.server.coordination import CoordinationService
 
 CONTENT_TYPE = "application/x-msgpack"
 MAX_WATCH_WAIT_MS = 60_000
+MAX_BATCH = 10_000
 
 
 def pack(body: list[Any], status: int = 200) -> web.Response:
@@ -60,6 +61,8 @@ class CoordRoutes:
             web.post("/v1/coord/watch", self.watch),
             web.post("/v1/coord/keepalive", self.keepalive),
             web.post("/v1/coord/ttl", self.ttl),
+            web.post("/v1/coord/keepalive_many", self.keepalive_many),
+            web.post("/v1/coord/leases", self.leases),
         ]
 
     def _not_leader(self, exc: NotLeaderError) -> web.Response:
@@ -131,6 +134,28 @@ class CoordRoutes:
             if not isinstance(lease_id, int):
                 raise InvalidCommandError("keepalive: lease_id must be an int")
             return await self.service.keep_alive(lease_id)
+
+        return await self._answer(run())
+
+    async def keepalive_many(self, request: web.Request) -> web.Response:
+        """Body: ``[[lease_id, ...]]``; answers each TTL in ms (0: no such lease)."""
+
+        async def run() -> Any:
+            (ids,) = _fields(await self._body(request), 1, "keepalive_many")
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                raise InvalidCommandError("keepalive_many: body must be [[lease_id, ...]]")
+            if len(ids) > MAX_BATCH:
+                raise InvalidCommandError(f"keepalive_many: at most {MAX_BATCH} leases per call")
+            return await self.service.keep_alive_many(ids)
+
+        return await self._answer(run())
+
+    async def leases(self, request: web.Request) -> web.Response:
+        """Body: ``[]``; answers the ids of every live lease."""
+
+        async def run() -> Any:
+            _fields(await self._body(request), 0, "leases")
+            return self.service.lease_ids()
 
         return await self._answer(run())
 

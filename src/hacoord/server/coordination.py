@@ -174,6 +174,26 @@ class CoordinationService:
                 "this leader is still applying its predecessors' entries; retry shortly"
             )
 
+    async def keep_alive_many(self, lease_ids: list[int], timeout: float = 5.0) -> list[int]:
+        """Renew many leases after one leadership confirmation; the TTL in milliseconds
+        of each, 0 for a lease that no longer exists."""
+        self._check_timing()
+        await self.node.read_index(timeout=timeout)
+        self._check_timing()
+        now = _now_ms()
+        out = []
+        for lease_id in lease_ids:
+            try:
+                out.append(self.clock.keep_alive(self.sm.leases, lease_id, now))
+            except LeaseNotFoundError:
+                out.append(0)
+        self.keepalives += len(lease_ids)
+        return out
+
+    def lease_ids(self) -> list[int]:
+        """Ids of every live lease (as applied on this member)."""
+        return sorted(self.sm.leases.leases)
+
     def time_to_live(self, lease_id: int) -> tuple[int, int]:
         """``(ttl_ms, remaining_ms)`` of a live lease (remaining as last checkpointed
         on a follower, as timed on the leader)."""
