@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of hacoord, etcd and PySyncObj (``python -m benchmarks.compare``)."""
