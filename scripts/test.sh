@@ -5,9 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-# The TLS tests make certificates with the openssl CLI.
-if ! command -v openssl >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq openssl
+# The TLS tests make certificates with the openssl CLI; the comparison benchmark's
+# quick run needs etcd (Debian's etcd-server).
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if ((${#missing[@]})); then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
 echo "== ruff"

@@ -36,7 +36,7 @@ class Plan:
         """A few seconds per workload: exercises the harness, measures little."""
         return cls(
             serial_writes=30,
-            concurrencies=(1, 16),
+            concurrencies=(1, 64),
             throughput_s=1.0,
             kills=2,
             leases=200,
