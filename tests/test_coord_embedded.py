@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +11,12 @@ import pytest
 from hacoord.client import Client
 from hacoord.client.transport import LocalTransport
 from hacoord.coord import EventType, LeaseNotFoundError, Put
-from hacoord.raft.node import NodeConfig, RaftNode, Transport
+from hacoord.raft.node import RaftNode
 from hacoord.raft.timing import Timing
-from hacoord.raft.types import Message, NodeId
 from hacoord.server.coordination import CoordinationService
+from hacoord.server.in_process import in_process_member
 from hacoord.server.local_cluster import free_ports
 from hacoord.server.state import ServerStateMachine
-from hacoord.transport.tcp import TcpTransport
 
 
 @dataclass
@@ -33,26 +31,15 @@ async def members(tmp_path: Path) -> AsyncIterator[dict[int, Member]]:
     addrs = {i + 1: ("127.0.0.1", ports[i]) for i in range(3)}
     out: dict[int, Member] = {}
     for nid in addrs:
-
-        def transport(
-            on_messages: Callable[[list[Message]], None],
-            on_unreachable: Callable[[NodeId], None],
-            nid: int = nid,
-        ) -> Transport:
-            peers = {p: a for p, a in addrs.items() if p != nid}
-            return TcpTransport(
-                nid, "emb", addrs[nid], peers, on_messages, on_unreachable=on_unreachable
-            )
-
         sm = ServerStateMachine()
-        cfg = NodeConfig(
-            node_id=nid,
+        node = in_process_member(
+            nid,
+            addrs,
+            tmp_path,
+            sm,
             cluster_id="emb",
-            data_dir=tmp_path / f"m{nid}",
-            voters=frozenset(addrs),
             timing=Timing(heartbeat_ms=30, election_timeout_ms=300),
         )
-        node = RaftNode(cfg, sm, transport, rng=random.Random(nid))
         out[nid] = Member(node, CoordinationService(node, sm))
     for m in out.values():
         await m.node.start()

@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from pathlib import Path
 
 from hacoord.coord.commands import Put, Request, encode_request
-from hacoord.raft.node import NodeConfig, RaftNode, Transport
+from hacoord.raft.node import RaftNode
 from hacoord.raft.timing import Timing
-from hacoord.raft.types import Message, NodeId
+from hacoord.server.in_process import in_process_member
 from hacoord.server.local_cluster import free_ports
 from hacoord.server.state import ServerStateMachine
-from hacoord.transport.tcp import TcpTransport
 
 
 def _node(
     nid: int, addrs: dict[int, tuple[str, int]], data: Path, kv: ServerStateMachine
 ) -> RaftNode:
-    def transport(
-        on_messages: Callable[[list[Message]], None], on_unreachable: Callable[[NodeId], None]
-    ) -> Transport:
-        peers = {p: a for p, a in addrs.items() if p != nid}
-        return TcpTransport(
-            nid, "chunks", addrs[nid], peers, on_messages, on_unreachable=on_unreachable
-        )
-
-    cfg = NodeConfig(
-        node_id=nid,
+    return in_process_member(
+        nid,
+        addrs,
+        data,
+        kv,
         cluster_id="chunks",
-        data_dir=data / f"m{nid}",
-        voters=frozenset(addrs),
         timing=Timing(heartbeat_ms=30, election_timeout_ms=300),
         snapshot_entries=50,
         snapshot_chunk_bytes=4096,
     )
-    return RaftNode(cfg, kv, transport, rng=random.Random(nid))
 
 
 async def test_laggard_installs_a_chunked_snapshot(tmp_path: Path) -> None:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import hacoord
 from hacoord.client import Client
 from hacoord.coord.commands import Put, Request, encode_request
-from hacoord.raft.node import NodeConfig, RaftNode, Transport
+from hacoord.raft.node import RaftNode
 from hacoord.raft.timing import Timing
-from hacoord.raft.types import Message, NodeId
+from hacoord.server.in_process import in_process_member
 from hacoord.server.local_cluster import LocalCluster, free_ports
 from hacoord.server.state import ServerStateMachine
-from hacoord.transport.tcp import TcpTransport
 
 
 class HacoordSystem:
@@ -114,26 +111,15 @@ class HacoordSystem:
         addrs = {i + 1: ("127.0.0.1", ports[i]) for i in range(3)}
         nodes: dict[int, RaftNode] = {}
         for nid in addrs:
-
-            def transport(
-                on_messages: Callable[[list[Message]], None],
-                on_unreachable: Callable[[NodeId], None],
-                nid: int = nid,
-            ) -> Transport:
-                peers = {p: a for p, a in addrs.items() if p != nid}
-                return TcpTransport(
-                    nid, "emb", addrs[nid], peers, on_messages, on_unreachable=on_unreachable
-                )
-
-            cfg = NodeConfig(
-                node_id=nid,
+            nodes[nid] = in_process_member(
+                nid,
+                addrs,
+                base_dir,
+                ServerStateMachine(),
                 cluster_id="emb",
-                data_dir=base_dir / f"hacoord-emb-{nid}",
-                voters=frozenset(addrs),
                 timing=Timing(heartbeat_ms=50, election_timeout_ms=300),
                 max_pending_proposals=4096,
             )
-            nodes[nid] = RaftNode(cfg, ServerStateMachine(), transport, rng=random.Random(nid))
         for node in nodes.values():
             await node.start()
         try:
