@@ -465,10 +465,11 @@ class TcpTransport:
                     continue
                 batch = list(link.queue)
                 link.queue.clear()
-                for frame in self._frames(link.peer, batch):
-                    writer.write(frame)
-                    self.frames_sent += 1
-                    self.bytes_sent += len(frame)
+                frames = self._frames(link.peer, batch)
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                writer.write(data)  # one send() for the whole batch
+                self.frames_sent += len(frames)
+                self.bytes_sent += len(data)
                 await writer.drain()
         finally:
             link.connected = False
