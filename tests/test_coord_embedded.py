@@ -156,3 +156,35 @@ async def test_batch_keepalive_and_lease_listing(members: dict[int, Member]) -> 
         await client.revoke(ids[0])
         remaining = await client.leases()
         assert ids[0] not in remaining and set(ids[1:]) <= set(remaining)
+
+
+class CountingTransport(LocalTransport):
+    """Counts the calls per operation that reach the member."""
+
+    def __init__(self, service: CoordinationService) -> None:
+        super().__init__(service)
+        self.calls: dict[str, int] = {}
+
+    async def call(self, op: str, body: object, deadline: float) -> object:
+        self.calls[op] = self.calls.get(op, 0) + 1
+        return await super().call(op, body, deadline)
+
+
+async def test_concurrent_writes_travel_in_batches_with_their_own_outcomes(
+    members: dict[int, Member],
+) -> None:
+    import asyncio
+
+    leader_id = await members[1].node.wait_for_leader(10)
+    transport = CountingTransport(members[leader_id].service)
+    async with Client(transport) as client:
+        writes = [client.put(f"batch/{i}", b"%d" % i) for i in range(100)]
+        doomed = client.put("batch/orphan", b"x", lease=123_456)
+        results = await asyncio.gather(*writes, doomed, return_exceptions=True)
+    assert isinstance(results[-1], LeaseNotFoundError), "one refusal stays with its write"
+    revisions = [r.revision for r in results[:-1]]  # type: ignore[union-attr]
+    assert len(set(revisions)) == 100
+    calls = transport.calls.get("submit", 0) + transport.calls.get("submit_many", 0)
+    assert transport.calls.get("submit_many", 0) >= 1 and calls < 101 / 4
+    kvs = members[leader_id].service.sm.range("batch/", prefix=True).kvs
+    assert sorted(kv.value for kv in kvs) == sorted(b"%d" % i for i in range(100))

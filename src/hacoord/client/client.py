@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
+from hacoord.client.batching import SubmitBatcher
 from hacoord.client.election import Election
 from hacoord.client.errors import UnavailableError
 from hacoord.client.leases import Lease
@@ -56,6 +57,7 @@ class Client:
         self.client_id = random.SystemRandom().randrange(1, 1 << 62)
         self._seq = 0
         self._outstanding: set[int] = set()
+        self._batcher = SubmitBatcher(transport)
         self._leases: set[Lease] = set()
 
     @classmethod
@@ -71,6 +73,7 @@ class Client:
         """Stop keeping leases alive (they then expire) and close connections."""
         for lease in list(self._leases):
             await lease.stop()
+        await self._batcher.close()
         await self.transport.close()
 
     async def __aenter__(self) -> Client:
@@ -91,9 +94,7 @@ class Client:
         self._outstanding.add(seq)
         request = Request(cmd, self.client_id, seq, min(self._outstanding))
         try:
-            wire = await self.transport.call(
-                "submit", encode_request(request), self._deadline(timeout)
-            )
+            wire = await self._batcher.submit(encode_request(request), self._deadline(timeout))
         finally:
             self._outstanding.discard(seq)
         return result_from_wire(wire)

@@ -21,7 +21,7 @@ from hacoord.coord.errors import CoordError, InvalidCommandError
 from hacoord.coord.results import error_from_wire, event_to_wire, result_to_wire
 from hacoord.raft.errors import NotLeaderError, RaftError
 
-LEADER_OPS = frozenset({"submit", "keepalive", "keepalive_many"})
+LEADER_OPS = frozenset({"submit", "submit_many", "keepalive", "keepalive_many"})
 MAX_RETRY_DELAY_S = 0.1
 """Retries stay frequent: a lease must be renewed soon after a failover ends."""
 
@@ -199,6 +199,8 @@ class LocalTransport:
         if op == "submit":
             result = await svc.submit(decode_request(body), timeout=timeout)
             return result_to_wire(result)
+        if op == "submit_many":
+            return await svc.submit_many(body[0], timeout=timeout)
         if op == "range":
             key, prefix, limit, linearizable = body
             return result_to_wire(await svc.range(key, prefix, limit, linearizable, timeout))

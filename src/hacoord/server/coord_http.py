@@ -57,6 +57,7 @@ class CoordRoutes:
         """The routes to add to the member's application."""
         return [
             web.post("/v1/coord/submit", self.submit),
+            web.post("/v1/coord/submit_many", self.submit_many),
             web.post("/v1/coord/range", self.range),
             web.post("/v1/coord/watch", self.watch),
             web.post("/v1/coord/keepalive", self.keepalive),
@@ -97,6 +98,19 @@ class CoordRoutes:
         async def run() -> Any:
             req = decode_request(await request.read())
             return result_to_wire(await self.service.submit(req))
+
+        return await self._answer(run())
+
+    async def submit_many(self, request: web.Request) -> web.Response:
+        """Body: ``[request, ...]`` (each an encoded request); one outcome per request."""
+
+        async def run() -> Any:
+            (items,) = _fields(await self._body(request), 1, "submit_many")
+            if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
+                raise InvalidCommandError("submit_many: body must be [[request bytes, ...]]")
+            if len(items) > MAX_BATCH:
+                raise InvalidCommandError(f"submit_many: at most {MAX_BATCH} requests per call")
+            return await self.service.submit_many(items)
 
         return await self._answer(run())
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from hacoord.coord.commands import (
     Command,
@@ -22,11 +23,20 @@ from hacoord.coord.commands import (
     Limits,
     Request,
     check_limits,
+    decode_request,
     encode_request,
 )
-from hacoord.coord.errors import InvalidCommandError, LeaseNotFoundError
+from hacoord.coord.errors import CoordError, InvalidCommandError, LeaseNotFoundError
 from hacoord.coord.lease_clock import LeaseClock
-from hacoord.coord.results import Event, LeaseGrantResult, LeaseRevokeResult, RangeResult, Result
+from hacoord.coord.results import (
+    Event,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    RangeResult,
+    Result,
+    error_to_wire,
+    result_to_wire,
+)
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.metrics import counter, gauge
 from hacoord.raft.node import RaftNode
@@ -105,6 +115,25 @@ class CoordinationService:
             )
         check_limits(request.command, self.limits)
         return await self._propose(request.command, request, timeout)
+
+    async def submit_many(self, data: list[bytes], timeout: float = 5.0) -> list[list[Any]]:
+        """Replicate many encoded requests at once (they travel in the same batches).
+
+        Answers one wire outcome per request: ``["ok", result]`` or ``["error", error]``
+        for a request refused on its own. When the cluster could not take the requests
+        (not the leader, a leader change, a timeout) the whole call raises, and the
+        client resends the batch: exactly-once sessions make that safe.
+        """
+        if not self.node.is_leader:
+            raise NotLeaderError(self.node.id, self.node.leader_id)
+
+        async def one(item: bytes) -> list[Any]:
+            try:
+                return ["ok", result_to_wire(await self.submit(decode_request(item), timeout))]
+            except CoordError as exc:
+                return ["error", error_to_wire(exc)]
+
+        return list(await asyncio.gather(*(one(item) for item in data)))
 
     async def _propose(self, cmd: Command, request: Request | None, timeout: float) -> Result:
         data = encode_request(request or Request(cmd))
