@@ -58,7 +58,11 @@ class SubmitBatcher:
                 outcomes = await self.transport.call("submit_many", body, deadline)
         except BaseException as exc:
             for _, _, fut in batch:
-                if not fut.done():
+                if fut.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()  # the client is closing
+                else:
                     fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
