@@ -184,25 +184,8 @@ class PySyncObjSystem:
 
     async def get(self, key: str) -> bytes | None:
         """Read ``key`` from the current leader (PySyncObj reads are leader-local)."""
-        session = self._require_session()
-        deadline = time.monotonic() + PUT_DEADLINE_S
-        last_error = "no leader"
-        while True:
-            lead = await self._current_leader()
-            if lead >= 0:
-                try:
-                    async with session.get(self._url(lead, f"/kv/{key}")) as resp:
-                        if resp.status == 200:
-                            return await resp.read()
-                        if resp.status == 404:
-                            return None
-                        last_error = f"HTTP {resp.status}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    last_error = repr(exc)
-                self._leader = -1
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"pysyncobj get {key!r} failed: {last_error}")
-            await asyncio.sleep(RETRY_BACKOFF_S)
+        status, body = await self._on_leader("get", key, None, PUT_DEADLINE_S)
+        return body if status == 200 else None
 
     async def leader(self) -> int:
         """The member that claims leadership with the highest term, or -1."""
@@ -315,6 +298,13 @@ class PySyncObjSystem:
         return await self.leader()
 
     async def _put(self, key: str, value: bytes, deadline_s: float) -> None:
+        await self._on_leader("put", key, value, deadline_s)
+
+    async def _on_leader(
+        self, method: str, key: str, value: bytes | None, deadline_s: float
+    ) -> tuple[int, bytes]:
+        """``method`` on ``/kv/key`` of the current leader, retried across failovers until
+        it answers 200 (or 404 for a read) or ``deadline_s`` passes."""
         session = self._require_session()
         deadline = time.monotonic() + deadline_s
         last_error = "no leader"
@@ -322,15 +312,17 @@ class PySyncObjSystem:
             lead = await self._current_leader()
             if lead >= 0:
                 try:
-                    async with session.put(self._url(lead, f"/kv/{key}"), data=value) as resp:
-                        if resp.status == 200:
-                            return
-                        last_error = f"HTTP {resp.status}: {await resp.text()}"
+                    url = self._url(lead, f"/kv/{key}")
+                    async with session.request(method.upper(), url, data=value) as resp:
+                        body = await resp.read()
+                        if resp.status == 200 or (method == "get" and resp.status == 404):
+                            return resp.status, body
+                        last_error = f"HTTP {resp.status}: {body.decode(errors='replace')}"
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     last_error = repr(exc)
                 self._leader = -1
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"pysyncobj put {key!r} failed: {last_error}")
+                raise RuntimeError(f"pysyncobj {method} {key!r} failed: {last_error}")
             await asyncio.sleep(RETRY_BACKOFF_S)
 
 

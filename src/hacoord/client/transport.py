@@ -16,10 +16,10 @@ import aiohttp
 import msgpack
 
 from hacoord.client.errors import UnavailableError
-from hacoord.coord.commands import decode_request
 from hacoord.coord.errors import CoordError, InvalidCommandError
-from hacoord.coord.results import error_from_wire, event_to_wire, result_to_wire
+from hacoord.coord.results import error_from_wire
 from hacoord.raft.errors import NotLeaderError, RaftError
+from hacoord.server.coord_ops import run_op
 
 LEADER_OPS = frozenset({"submit", "submit_many", "keepalive", "keepalive_many"})
 MAX_RETRY_DELAY_S = 0.1
@@ -194,29 +194,7 @@ class LocalTransport:
             delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
     async def _once(self, op: str, body: Any, deadline: float) -> Any:
-        svc = self.service
-        timeout = max(0.001, deadline - time.monotonic())
-        if op == "submit":
-            result = await svc.submit(decode_request(body), timeout=timeout)
-            return result_to_wire(result)
-        if op == "submit_many":
-            return await svc.submit_many(body[0], timeout=timeout)
-        if op == "range":
-            key, prefix, limit, linearizable = body
-            return result_to_wire(await svc.range(key, prefix, limit, linearizable, timeout))
-        if op == "watch":
-            key, prefix, start, wait_ms = body
-            batch = await svc.watch(key, prefix, start, min(wait_ms / 1000, timeout))
-            return [[event_to_wire(e) for e in batch.events], batch.next_revision]
-        if op == "keepalive":
-            return await svc.keep_alive(body[0], timeout)
-        if op == "keepalive_many":
-            return await svc.keep_alive_many(body[0], timeout)
-        if op == "leases":
-            return svc.lease_ids()
-        if op == "ttl":
-            return list(svc.time_to_live(body[0]))
-        raise InvalidCommandError(f"unknown operation {op!r}")
+        return await run_op(self.service, op, body, max(0.001, deadline - time.monotonic()))
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hacoord.coord.commands import (
-    Command,
     LeaseCheckpoint,
     LeaseExpire,
     Limits,
@@ -114,7 +113,7 @@ class CoordinationService:
                 f"{type(request.command).__name__} is proposed by the leader only"
             )
         check_limits(request.command, self.limits)
-        return await self._propose(request.command, request, timeout)
+        return await self._propose(request, timeout)
 
     async def submit_many(self, data: list[bytes], timeout: float = 5.0) -> list[list[Any]]:
         """Replicate many encoded requests at once (they travel in the same batches).
@@ -135,10 +134,9 @@ class CoordinationService:
 
         return list(await asyncio.gather(*(one(item) for item in data)))
 
-    async def _propose(self, cmd: Command, request: Request | None, timeout: float) -> Result:
-        data = encode_request(request or Request(cmd))
+    async def _propose(self, request: Request, timeout: float) -> Result:
         async with asyncio.timeout(timeout):
-            result: Result = await self.node.propose(data)
+            result: Result = await self.node.propose(encode_request(request))
         return result
 
     # ------------------------------------------------------------------- reads
@@ -187,12 +185,10 @@ class CoordinationService:
         it still leads: a deposed leader that has not noticed yet must not renew, or
         the holder would count on time that the new leader does not give it.
         """
-        self._check_timing()
-        self.sm.lease(lease_id)
-        await self.node.read_index(timeout=timeout)
-        self._check_timing()
-        ttl = self.clock.keep_alive(self.sm.leases, lease_id, _now_ms())
-        self.keepalives += 1
+        self.sm.lease(lease_id)  # refuse an unknown lease before the heartbeat round
+        (ttl,) = await self.keep_alive_many([lease_id], timeout)
+        if not ttl:
+            raise LeaseNotFoundError(lease_id)
         return ttl
 
     def _check_timing(self) -> None:
@@ -275,7 +271,7 @@ class CoordinationService:
 
     async def _expire(self, lease_id: int) -> None:
         try:
-            await self._propose(LeaseExpire(lease_id), None, timeout=5.0)
+            await self._propose(Request(LeaseExpire(lease_id)), timeout=5.0)
         except LeaseNotFoundError:
             self.clock.removed(lease_id)
         except (RaftError, TimeoutError) as exc:
@@ -285,7 +281,7 @@ class CoordinationService:
 
     async def _checkpoint(self, remaining: tuple[tuple[int, int], ...]) -> None:
         with contextlib.suppress(RaftError, TimeoutError):
-            await self._propose(LeaseCheckpoint(remaining), None, timeout=5.0)
+            await self._propose(Request(LeaseCheckpoint(remaining)), timeout=5.0)
 
     def render_metrics(self) -> str:
         """Prometheus lines for the coordination layer."""

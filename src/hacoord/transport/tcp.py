@@ -466,7 +466,7 @@ class TcpTransport:
                 batch = list(link.queue)
                 link.queue.clear()
                 frames = self._frames(link.peer, batch)
-                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                data = b"".join(frames)
                 writer.write(data)  # one send() for the whole batch
                 self.frames_sent += len(frames)
                 self.bytes_sent += len(data)
