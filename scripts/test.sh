@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 # The TLS tests make certificates with the openssl CLI; the comparison benchmark's
-# quick run needs etcd (Debian's etcd-server).
+# quick run needs etcd (Debian's etcd-server); the MySQL adapter's tests run real
+# MariaDB servers (Debian's mariadb-server).
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v etcd >/dev/null || missing+=(etcd-server)
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi

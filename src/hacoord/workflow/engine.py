@@ -80,6 +80,8 @@ class StepContext:
     record: WorkflowRecord
     step: str
     token: int
+    leadership: Leadership
+    """The leadership the runner holds (to make more fenced writes)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Per-run scratch space shared by the steps of one runner (not persisted)."""
 
@@ -286,7 +288,7 @@ class WorkflowEngine(WorkflowStore):
         for step in pending:
             if self.leadership.is_lost:
                 raise FencedOutError(workflow_id, self.token, "the leadership's lease is lost")
-            ctx = StepContext(record, step.name, self.token, extra)
+            ctx = StepContext(record, step.name, self.token, self.leadership, extra)
             started = self._clock()
             try:
                 output = dict(await step.run(ctx) or {})
@@ -372,7 +374,9 @@ def _check_json(workflow_id: str, step: str, output: dict[str, Any]) -> None:
     try:
         json.dumps(output)
     except (TypeError, ValueError) as e:
-        raise WorkflowError(f"workflow {workflow_id}: output of step {step!r} is not JSON: {e}") from e
+        raise WorkflowError(
+            f"workflow {workflow_id}: output of step {step!r} is not JSON: {e}"
+        ) from e
 
 
 def _first(result: object) -> KeyValue | None:

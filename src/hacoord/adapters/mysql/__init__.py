@@ -1,0 +1,1 @@
+"""MySQL / MariaDB primary failover adapter."""
