@@ -34,3 +34,10 @@ def test_the_readme_demo_shows_election_failover_and_fencing() -> None:
     assert "service-a kept its leadership (and lease) across the failover: True" in stdout
     assert "service-a's late action at the database refused" in stdout
     assert "election, failover and fencing: ok" in stdout
+
+
+def test_mysql_failover_example_runs() -> None:
+    stdout = _stdout_of(str(EXAMPLES / "mysql_failover.py"))
+    assert "switchover succeeded" in stdout and "failover succeeded" in stdout
+    assert "came back read-only and was rejoined" in stdout
+    assert stdout.count(" succeeded token ") == 3, "the history lists all three runs"

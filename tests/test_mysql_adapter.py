@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+import hacoord
 from coordinator import local_client, single_member
 from hacoord.adapters.mysql.adapter import FAILOVER, MySQLAdapter
 from hacoord.adapters.mysql.config import ClusterConfig, Credentials, Host, Promotion
@@ -28,8 +29,18 @@ from hacoord.adapters.mysql.testbed import (
     ensure_mariadb_installed,
 )
 from hacoord.client import Client, Leadership
+from hacoord.raft.timing import Timing
 from hacoord.server.coordination import CoordinationService
-from hacoord.workflow import FencedOutError, Status, Step, StepContext, StepFailedError, Workflow
+from hacoord.server.local_cluster import LocalCluster
+from hacoord.workflow import (
+    FencedOutError,
+    Status,
+    Step,
+    StepContext,
+    StepFailedError,
+    Workflow,
+    WorkflowStore,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
@@ -269,6 +280,66 @@ async def test_a_late_step_of_a_dead_orchestrator_is_refused_by_the_fence(
             conn.close()
         published = await read_primary(other, CLUSTER)
         assert published is not None and published.token == new.token
+
+
+async def test_raft_leader_and_orchestrator_die_between_steps_next_one_finishes(
+    bed: MariaDBTestBed, tmp_path: Path
+) -> None:
+    """Real coordinator processes: the Raft leader is SIGKILLed while a failover waits
+    between two steps, and its orchestrator dies with it; another one resumes."""
+    cluster = LocalCluster(
+        tmp_path / "coord", n=3, timing=Timing(heartbeat_ms=30, election_timeout_ms=300)
+    )
+    cluster.start()
+    try:
+        await cluster.wait_for_leader()
+        bed.kill(0)
+        adapter = MySQLAdapter([config(bed)])
+        gate, entered = asyncio.Event(), asyncio.Event()
+
+        async def wait_then_apply(ctx: StepContext) -> object:
+            entered.set()
+            await gate.wait()
+            return await adapter._apply_relay_log(ctx)
+
+        async with (
+            hacoord.connect(cluster.endpoints()) as a,
+            hacoord.connect(cluster.endpoints()) as b,
+        ):
+            old = await orchestrator(a, ttl_s=1)
+            old_engine = adapter.engine(old)
+            flow = old_engine.workflows[FAILOVER]
+            old_engine.workflows[FAILOVER] = Workflow(
+                FAILOVER,
+                tuple(
+                    Step(s.name, wait_then_apply) if s.name == "apply_relay_log" else s
+                    for s in flow.steps
+                ),
+            )
+            old_run = asyncio.create_task(adapter.failover(old_engine, CLUSTER, name(bed, 0)))
+            await entered.wait()
+            cluster.kill(await cluster.leader())
+            await old.lease.stop()
+
+            new = await orchestrator(b)
+            [finished] = await adapter.engine(new).resume_all()
+            assert finished.status is Status.SUCCEEDED
+            assert [(s.name, s.token == new.token) for s in finished.steps] == [
+                ("fence_old_primary", False),
+                ("choose", False),
+                ("apply_relay_log", True),
+                ("prepare_candidate", True),
+                ("repoint", True),
+                ("promote", True),
+                ("publish", True),
+            ]
+            gate.set()
+            with pytest.raises(FencedOutError, match="leadership ended"):
+                await old_run
+            history = await WorkflowStore(b, "mysql").history(CLUSTER)
+            assert [r.id for r in history] == [finished.id] and history[0] == finished
+    finally:
+        await cluster.close()
 
 
 async def test_old_primary_comes_back_read_only_and_rejoins(
