@@ -332,6 +332,7 @@ async def test_raft_leader_and_orchestrator_die_between_steps_next_one_finishes(
                 ("repoint", True),
                 ("promote", True),
                 ("publish", True),
+                ("publish_dns", True),
             ]
             gate.set()
             with pytest.raises(FencedOutError, match="leadership ended"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from hacoord import cli_coord
+from hacoord import cli_coord, cli_mysql
 from hacoord.raft.errors import ConfigError
 from hacoord.server.config_file import load_config, parse_address
 from hacoord.transport.tcp import make_ssl_contexts
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         return lambda a: cli_coord.run(a, _endpoints(a), _client_tls(a), job)
 
     cli_coord.add_commands(sub, with_endpoints, coord_runner)
+    cli_mysql.add_commands(sub, with_endpoints, coord_runner)
 
     s = sub.add_parser("demo", help="start a local cluster, kill its leader, watch failover")
     s.add_argument("--nodes", type=int, default=3, choices=(3, 5))

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,12 @@ class LocalCluster:
         raft_ports: dict[int, int] | None = None,
         peer_addresses: dict[tuple[int, int], tuple[str, int]] | None = None,
         tls: TlsFiles | None = None,
+        command: Sequence[str] = ("serve", "--config"),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``peer_addresses[(i, j)]`` overrides where member ``i`` dials member ``j``
-        (tests put a fault-injecting proxy there)."""
+        (tests put a fault-injecting proxy there). Each member runs ``python -m hacoord
+        <command> <its config file>`` with ``env`` added to the environment."""
         self.base_dir = base_dir
         self.n = n
         self.timing = timing or Timing(heartbeat_ms=50, election_timeout_ms=500)
@@ -85,6 +89,8 @@ class LocalCluster:
         self.client_ssl: ssl.SSLContext | None = None
         if tls is not None:
             self.client_ssl = make_ssl_contexts(str(tls.ca), str(tls.cert), str(tls.key))[1]
+        self.command = tuple(command)
+        self.env = dict(env or {})
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -153,9 +159,9 @@ class LocalCluster:
         if old is not None and old.poll() is None:
             raise RuntimeError(f"member {nid} is already running (pid {old.pid})")
         out = self.log_path(nid).open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.procs[nid] = subprocess.Popen(
-            [sys.executable, "-m", "hacoord", "serve", "--config", str(self.config_path(nid))],
+            [sys.executable, "-m", "hacoord", *self.command, str(self.config_path(nid))],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

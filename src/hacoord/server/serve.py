@@ -7,6 +7,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from hacoord.raft.node import NodeConfig, RaftNode, Transport
 from hacoord.raft.types import Message, NodeId
@@ -59,8 +60,25 @@ def build_node(cfg: ServerConfig, kv: ServerStateMachine) -> RaftNode:
     return RaftNode(node_cfg, kv, transport_factory)
 
 
-async def serve(cfg: ServerConfig) -> None:
-    """Serve until a termination signal; a leader hands over leadership before exiting."""
+@dataclass
+class RunningMember:
+    """A started member: its node, coordination service and HTTP API."""
+
+    cfg: ServerConfig
+    node: RaftNode
+    service: CoordinationService
+    api: HttpApi
+
+    async def stop(self) -> None:
+        """Stop serving; a leader hands over leadership first."""
+        log.info("member %d shutting down", self.cfg.node_id)
+        await self.node.stop(transfer=True)
+        await self.service.stop()
+        await self.api.close()
+
+
+async def start_member(cfg: ServerConfig) -> RunningMember:
+    """Start the member described by ``cfg`` (for embedding it in another program)."""
     kv = ServerStateMachine()
     node = build_node(cfg, kv)
     members = dict(cfg.members)
@@ -78,17 +96,25 @@ async def serve(cfg: ServerConfig) -> None:
         *cfg.me.http,
         cfg.data_dir,
     )
+    return RunningMember(cfg, node, service, api)
+
+
+async def wait_for_termination() -> None:
+    """Return on SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(cfg: ServerConfig) -> None:
+    """Serve until a termination signal; a leader hands over leadership before exiting."""
+    member = await start_member(cfg)
     try:
-        await stop.wait()
+        await wait_for_termination()
     finally:
-        log.info("member %d shutting down", cfg.node_id)
-        await node.stop(transfer=True)
-        await service.stop()
-        await api.close()
+        await member.stop()
 
 
-__all__ = ["build_node", "serve"]
+__all__ = ["RunningMember", "build_node", "serve", "start_member", "wait_for_termination"]

@@ -75,6 +75,7 @@ class MySQLAdapter:
                     Step("repoint", self._repoint),
                     Step("promote", self._promote),
                     Step("publish", self._publish),
+                    Step("publish_dns", self._publish_dns),
                 ),
                 on_failure=self._unfreeze_if_not_promoted,
             ),
@@ -88,6 +89,7 @@ class MySQLAdapter:
                     Step("repoint", self._repoint),
                     Step("promote", self._promote),
                     Step("publish", self._publish),
+                    Step("publish_dns", self._publish_dns),
                 ),
             ),
             Workflow(
@@ -117,13 +119,24 @@ class MySQLAdapter:
         return await engine.start(SWITCHOVER, cluster, {"cluster": cluster, "candidate": candidate})
 
     async def failover(
-        self, engine: WorkflowEngine, cluster: str, old_primary: str | None = None
+        self,
+        engine: WorkflowEngine,
+        cluster: str,
+        old_primary: str | None = None,
+        exclude: Iterable[str] = (),
+        **details: Any,
     ) -> WorkflowRecord:
-        """Replace a failed primary by the most advanced safe replica."""
+        """Replace a failed primary by the most advanced safe replica.
+
+        ``exclude``: hosts never to promote (e.g. in maintenance). ``details`` (JSON
+        values: who decided, why, when) are recorded with the run's parameters.
+        """
         cfg = self.config(cluster)
-        if old_primary is not None:
-            cfg.host(old_primary)
-        return await engine.start(FAILOVER, cluster, {"cluster": cluster, "old": old_primary})
+        excluded = sorted(exclude)
+        for name in [*excluded, *([old_primary] if old_primary else [])]:
+            cfg.host(name)
+        params = {**details, "cluster": cluster, "old": old_primary, "exclude": excluded}
+        return await engine.start(FAILOVER, cluster, params)
 
     async def rejoin(self, engine: WorkflowEngine, cluster: str, host: str) -> WorkflowRecord:
         """Bring a former primary back as a replica, or quarantine it (say why)."""
@@ -289,7 +302,9 @@ class MySQLAdapter:
     async def _choose(self, ctx: StepContext) -> Output:
         cfg = self._cfg(ctx)
         old = ctx.output("fence_old_primary")["old_primary"]
-        candidate = choose_candidate(cfg, await discover(cfg), old)
+        candidate = choose_candidate(
+            cfg, await discover(cfg), old, exclude=ctx.params.get("exclude", ())
+        )
         others = [h for h in cfg.host_names() if h not in (old, candidate.host)]
         log.info(
             "%s: failover candidate %s (received %s); not chosen: %s",
@@ -424,6 +439,21 @@ class MySQLAdapter:
                 if lost:
                     log.warning("%s: transactions on %s not on %s: %s", cfg.name, old, new, lost)
         return out
+
+    async def _publish_dns(self, ctx: StepContext) -> Output:
+        """Point the DNS name at the new primary, tied to the token (after it opened)."""
+        cfg = self._cfg(ctx)
+        if cfg.dns is None:
+            return {"skipped": "no DNS configured"}
+        from hacoord.adapters.dns import DnsPublisher, StaleTokenError
+
+        _, new, _, _ = self._plan(ctx)
+        target = cfg.dns_target(new)
+        try:
+            await DnsPublisher(cfg.dns).publish(target, ctx.token)
+        except StaleTokenError as e:
+            raise FencedOutError(ctx.record.id, ctx.token, str(e)) from e
+        return {"record": cfg.dns.record, "target": target, "token": ctx.token}
 
     # ----------------------------------------------------------------- rejoin
 

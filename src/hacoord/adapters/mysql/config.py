@@ -6,9 +6,13 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hacoord.adapters.mysql.dialect import Dialect, dialect_named
+
+if TYPE_CHECKING:
+    from hacoord.adapters.dns import DnsSettings
 
 
 class Promotion(enum.StrEnum):
@@ -63,6 +67,20 @@ class ClusterConfig:
     """How long a switchover waits for the candidate to apply the old primary's GTIDs."""
     fence_hook: tuple[str, ...] = ()
     """Command run to fence an unreachable old primary (power off, firewall)."""
+    pre_failover_hook: tuple[str, ...] = ()
+    """Run before an automatic failover; a non-zero exit aborts it."""
+    post_failover_hook: tuple[str, ...] = ()
+    """Run after a failover succeeded."""
+    failed_failover_hook: tuple[str, ...] = ()
+    """Run after a failover failed."""
+    dns: DnsSettings | None = None
+    """Where to publish the primary's name (RFC 2136), if anywhere."""
+    dns_targets: Mapping[str, str] = field(default_factory=dict)
+    """What to publish for each host (``host:port`` -> address or name); default its host."""
+    max_lag_s: float = 60.0
+    """Replication lag above which the monitor raises an alert."""
+    max_disk_pct: float = 90.0
+    """Disk usage above which the monitor raises an alert."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -75,7 +93,10 @@ class ClusterConfig:
         for h in self.hosts:
             if not 0 < h.port < 65536:
                 raise ValueError(f"cluster {self.name}: host {h.host} has bad port {h.port}")
-        for what in ("connect_timeout_s", "relay_log_wait_s", "catch_up_wait_s"):
+        for target in self.dns_targets:
+            if target not in names:
+                raise ValueError(f"cluster {self.name}: dns target for unknown host {target}")
+        for what in ("connect_timeout_s", "relay_log_wait_s", "catch_up_wait_s", "max_lag_s"):
             if getattr(self, what) <= 0:
                 raise ValueError(f"cluster {self.name}: {what} must be > 0")
 
@@ -90,10 +111,19 @@ class ClusterConfig:
         """``host:port`` of every host, in configured order."""
         return [h.name for h in self.hosts]
 
+    def dns_target(self, host: str) -> str:
+        """The address or name published in DNS for ``host``."""
+        return self.dns_targets.get(host) or self.host(host).host
+
     @staticmethod
     def from_mapping(raw: Mapping[str, Any], secrets: Mapping[str, str]) -> ClusterConfig:
-        """Build from a parsed TOML/JSON table; ``secrets`` maps ``*_password_env`` names."""
+        """Build from a parsed TOML/JSON table.
+
+        Passwords come from ``<who>_password_env`` (a name looked up in ``secrets``,
+        normally the environment) or ``<who>_password_file``; never from the table.
+        """
         try:
+            hooks = raw.get("hooks", {})
             hosts = tuple(
                 Host(
                     str(h["host"]),
@@ -114,16 +144,54 @@ class ClusterConfig:
                 connect_timeout_s=float(raw.get("connect_timeout_s", 3.0)),
                 relay_log_wait_s=float(raw.get("relay_log_wait_s", 30.0)),
                 catch_up_wait_s=float(raw.get("catch_up_wait_s", 30.0)),
-                fence_hook=tuple(str(a) for a in raw.get("fence_hook", ())),
+                fence_hook=tuple(str(a) for a in hooks.get("fence", ())),
+                pre_failover_hook=tuple(str(a) for a in hooks.get("pre_failover", ())),
+                post_failover_hook=tuple(str(a) for a in hooks.get("post_failover", ())),
+                failed_failover_hook=tuple(str(a) for a in hooks.get("failed_failover", ())),
+                dns=_dns(raw, secrets),
+                dns_targets={
+                    str(k): str(v) for k, v in raw.get("dns", {}).get("targets", {}).items()
+                },
+                max_lag_s=float(raw.get("max_lag_s", 60.0)),
+                max_disk_pct=float(raw.get("max_disk_pct", 90.0)),
             )
         except KeyError as e:
             raise ValueError(f"cluster {raw.get('name', '?')}: missing setting {e}") from None
 
 
-def _secret(raw: Mapping[str, Any], who: str, secrets: Mapping[str, str]) -> str:
-    env = raw.get(f"{who}_password_env")
-    if env is None:
-        raise KeyError(f"{who}_password_env")
-    if env not in secrets:
-        raise ValueError(f"cluster {raw.get('name', '?')}: environment variable {env} is not set")
-    return secrets[env]
+def _secret(
+    raw: Mapping[str, Any], who: str, secrets: Mapping[str, str], what: str = "password"
+) -> str:
+    cluster = raw.get("name", "?")
+    env, path = raw.get(f"{who}_{what}_env"), raw.get(f"{who}_{what}_file")
+    if env is not None:
+        if env not in secrets:
+            raise ValueError(f"cluster {cluster}: environment variable {env} is not set")
+        return secrets[env]
+    if path is not None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as e:
+            raise ValueError(f"cluster {cluster}: cannot read {who}_{what}_file: {e}") from None
+    raise KeyError(f"{who}_{what}_env (or {who}_{what}_file)")
+
+
+def _dns(raw: Mapping[str, Any], secrets: Mapping[str, str]) -> DnsSettings | None:
+    table = raw.get("dns")
+    if table is None:
+        return None
+    from hacoord.adapters.dns import DnsSettings
+
+    has_key = "tsig_name" in table
+    return DnsSettings(
+        server=str(table["server"]),
+        port=int(table.get("port", 53)),
+        zone=str(table["zone"]),
+        record=str(table["record"]),
+        ttl=int(table.get("ttl", 5)),
+        tsig_name=str(table["tsig_name"]) if has_key else None,
+        tsig_secret=_secret({**table, "name": raw.get("name")}, "tsig", secrets, "secret")
+        if has_key
+        else None,
+        tsig_algorithm=str(table.get("tsig_algorithm", "hmac-sha256")),
+    )

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
+from hacoord.adapters.mysql.keys import primary_key, quarantine_key
 from hacoord.client.client import Client
 from hacoord.client.election import Leadership
 from hacoord.coord.commands import Compare, CompareOp, Put, Range, Target, Txn
@@ -13,17 +14,14 @@ from hacoord.coord.errors import FencingTokenError
 from hacoord.coord.results import EventType, RangeResult
 from hacoord.workflow.errors import FencedOutError
 
-MYSQL_PREFIX = "hacoord/mysql/"
-
-
-def primary_key(cluster: str) -> str:
-    """The key of ``cluster``'s primary record."""
-    return f"{MYSQL_PREFIX}{cluster}/primary"
-
-
-def quarantine_key(cluster: str, host: str) -> str:
-    """The key recording why ``host`` of ``cluster`` is quarantined."""
-    return f"{MYSQL_PREFIX}{cluster}/quarantine/{host}"
+__all__ = [
+    "PrimaryRecord",
+    "primary_key",
+    "publish_primary",
+    "quarantine_key",
+    "read_primary",
+    "watch_primary",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hacoord.adapters.mysql.config import ClusterConfig, Promotion
@@ -101,7 +102,11 @@ class Candidate:
 
 
 def choose_candidate(
-    cfg: ClusterConfig, topology: Topology, old_primary: str, wanted: str | None = None
+    cfg: ClusterConfig,
+    topology: Topology,
+    old_primary: str,
+    wanted: str | None = None,
+    exclude: Iterable[str] = (),
 ) -> Candidate:
     """The most advanced safe replica of ``old_primary`` (or check ``wanted``).
 
@@ -111,12 +116,13 @@ def choose_candidate(
     ``prefer`` hosts, then to configured order.
     """
     rejected: dict[str, str] = {}
+    excluded = set(exclude)
     eligible: list[tuple[str, Position, str]] = []
     for h in cfg.hosts:
         if h.name == old_primary:
             continue
         probe = topology.probes.get(h.name) or Probe(h, error="not probed")
-        reason = _unsafe(cfg, probe, old_primary)
+        reason = "in maintenance" if h.name in excluded else _unsafe(cfg, probe, old_primary)
         if reason is None and wanted is not None and h.name != wanted:
             reason = "not the requested candidate"
         if reason is not None:

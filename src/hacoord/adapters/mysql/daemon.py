@@ -1,0 +1,93 @@
+"""The failover daemon: monitor + orchestrator (+ HTTP API) beside a coordinator member.
+
+:class:`MySQLDaemon` runs on top of any :class:`~hacoord.client.Client`; the
+``hacoord mysql daemon`` command (:func:`run_daemon`) embeds a full coordinator member
+in the same process, so each of the three (or five) coordinator hosts runs one
+process that is a Raft member, a monitor and an orchestrator candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from hacoord.adapters.mysql.adapter import MySQLAdapter
+from hacoord.adapters.mysql.daemon_config import DaemonConfig, load_daemon_config
+from hacoord.adapters.mysql.http_api import MySQLHttpApi
+from hacoord.adapters.mysql.monitor import Monitor
+from hacoord.adapters.mysql.orchestrator import Orchestrator
+from hacoord.client.client import Client
+from hacoord.client.transport import HttpTransport
+from hacoord.server.config_file import load_config
+from hacoord.server.serve import ssl_contexts, start_member, wait_for_termination
+
+log = logging.getLogger("hacoord.adapters.mysql.daemon")
+
+
+class MySQLDaemon:
+    """The monitor, the orchestrator candidate and the HTTP API of one member."""
+
+    def __init__(
+        self,
+        client: Client,
+        config: DaemonConfig,
+        member: str,
+        members: int,
+        probe_addresses: Mapping[str, tuple[str, int]] | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.adapter = MySQLAdapter(config.clusters)
+        self.monitor = Monitor(
+            client,
+            list(config.clusters),
+            member,
+            interval_s=config.probe_interval_s,
+            probe_timeout_s=config.probe_timeout_s,
+            probe_addresses=probe_addresses if probe_addresses is not None else config.probe_via,
+        )
+        self.orchestrator = Orchestrator(client, self.adapter, member, members, config.timings)
+        self.http = MySQLHttpApi(client, self.adapter)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start monitoring, campaigning and (when configured) serving HTTP."""
+        if self.config.http is not None:
+            await self.http.start(*self.config.http)
+        self._tasks = [
+            asyncio.create_task(self.monitor.run(), name="mysql-monitor"),
+            asyncio.create_task(self.orchestrator.run(), name="mysql-orchestrator"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop everything (the orchestrator resigns, leases are revoked)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.http.close()
+
+
+async def run_daemon(member_config: Path, mysql_config: Path) -> None:
+    """Run a coordinator member with the MySQL daemon until SIGTERM/SIGINT."""
+    cfg = load_config(member_config)
+    mysql = load_daemon_config(mysql_config)
+    member = await start_member(cfg)
+    scheme = "https" if cfg.tls else "http"
+    others = [f"{scheme}://{m.http[0]}:{m.http[1]}" for m in cfg.members.values()]
+    forward = HttpTransport(others, ssl_contexts(cfg)[1])
+    client = Client.local(member.service, forward=forward)
+    daemon = MySQLDaemon(client, mysql, f"member-{cfg.node_id}", len(cfg.members))
+    await daemon.start()
+    log.info("mysql daemon of member %d: %d cluster(s)", cfg.node_id, len(mysql.clusters))
+    try:
+        await wait_for_termination()
+    finally:
+        await daemon.stop()
+        await client.close()
+        await member.stop()

@@ -1,0 +1,211 @@
+"""The daemon's HTTP API: clusters, topology, primary and token, history, operator actions.
+
+- ``GET /v1/mysql/clusters``: every cluster, its primary and verdict
+- ``GET /v1/mysql/clusters/{name}``: topology, primary, observers, agents
+- ``GET /v1/mysql/clusters/{name}/history?limit=N``: workflow runs, newest first
+- ``POST /v1/mysql/clusters/{name}/switchover``: ``{"candidate": "host:port", "wait_s": 30}``
+- ``POST /v1/mysql/clusters/{name}/acknowledge``: lift anti-flapping after a failover
+- ``POST /v1/mysql/clusters/{name}/maintenance``: ``{"host": "h:p", "on": true, "reason": ""}``
+
+Every member's daemon serves it; actions are handed to whichever member holds the
+orchestrator election, through the cluster KV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from hacoord.adapters.mysql.adapter import NAMESPACE, MySQLAdapter
+from hacoord.adapters.mysql.keys import (
+    agents_prefix,
+    decision_key,
+    maintenance_prefix,
+    observers_prefix,
+    quarantine_key,
+)
+from hacoord.adapters.mysql.orchestrator import (
+    acknowledge,
+    request_switchover,
+    set_maintenance,
+)
+from hacoord.adapters.mysql.primary import read_primary
+from hacoord.client.client import Client
+from hacoord.workflow import WorkflowRecord, WorkflowStore
+
+
+def record_json(record: WorkflowRecord) -> dict[str, Any]:
+    """A workflow record as plain JSON."""
+    return json.loads(record.to_json())  # type: ignore[no-any-return]
+
+
+class MySQLHttpApi:
+    """aiohttp routes over the adapter and the cluster KV."""
+
+    def __init__(self, client: Client, adapter: MySQLAdapter) -> None:
+        self.client = client
+        self.adapter = adapter
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/v1/mysql/clusters", self.clusters),
+                web.get("/v1/mysql/clusters/{name}", self.cluster),
+                web.get("/v1/mysql/clusters/{name}/history", self.history),
+                web.post("/v1/mysql/clusters/{name}/switchover", self.switchover),
+                web.post("/v1/mysql/clusters/{name}/acknowledge", self.acknowledge),
+                web.post("/v1/mysql/clusters/{name}/maintenance", self.maintenance),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _name(self, request: web.Request) -> str:
+        name = request.match_info["name"]
+        if name not in self.adapter.clusters:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": f"no cluster {name!r}"}), content_type="application/json"
+            )
+        return name
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise _bad(f"body is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise _bad("body must be a JSON object")
+        return body
+
+    async def _summary(self, name: str) -> dict[str, Any]:
+        primary = await read_primary(self.client, name)
+        decision = await self.client.get(decision_key(name))
+        return {
+            "name": name,
+            "primary": primary.host if primary else None,
+            "token": primary.token if primary else None,
+            "decision": json.loads(decision.value) if decision else None,
+        }
+
+    async def clusters(self, request: web.Request) -> web.Response:
+        """``GET /v1/mysql/clusters``."""
+        return web.json_response([await self._summary(n) for n in self.adapter.clusters])
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        """``GET /v1/mysql/clusters/{name}``: everything an operator looks at first."""
+        name = self._name(request)
+        summary = await self._summary(name)
+        primary = await read_primary(self.client, name)
+        topology = await self.adapter.discover(name)
+
+        async def prefixed(prefix: str) -> dict[str, Any]:
+            kvs = (await self.client.range(prefix, prefix=True)).kvs
+            return {kv.key[len(prefix) :]: json.loads(kv.value or b"{}") for kv in kvs}
+
+        quarantined = {}
+        for host in self.adapter.config(name).host_names():
+            kv = await self.client.get(quarantine_key(name, host))
+            if kv is not None:
+                quarantined[host] = json.loads(kv.value)
+        servers = {}
+        for host, probe in topology.probes.items():
+            state = probe.state
+            servers[host] = {
+                "reachable": state is not None,
+                "error": probe.error,
+                "read_only": state.read_only if state else None,
+                "gtid": state.executed if state else None,
+                "source": f"{state.replica.source_host}:{state.replica.source_port}"
+                if state and state.replica
+                else None,
+                "io_running": state.replica.io_running if state and state.replica else None,
+                "sql_running": state.replica.sql_running if state and state.replica else None,
+                "sql_error": state.replica.sql_error if state and state.replica else None,
+            }
+        return web.json_response(
+            {
+                **summary,
+                "published": asdict(primary) if primary else None,
+                "topology": {
+                    "primary": topology.primary,
+                    "servers": servers,
+                    "problems": list(topology.problems),
+                    "lines": topology.describe(),
+                },
+                "observers": await prefixed(observers_prefix(name)),
+                "agents": await prefixed(agents_prefix(name)),
+                "maintenance": await prefixed(maintenance_prefix(name)),
+                "quarantined": quarantined,
+            }
+        )
+
+    async def history(self, request: web.Request) -> web.Response:
+        """``GET /v1/mysql/clusters/{name}/history``."""
+        name = self._name(request)
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            raise _bad("limit must be an integer") from None
+        records = await WorkflowStore(self.client, NAMESPACE).history(name, limit)
+        return web.json_response([record_json(r) for r in records])
+
+    async def switchover(self, request: web.Request) -> web.Response:
+        """``POST .../switchover``: queued for the orchestrator; waits up to ``wait_s``."""
+        name = self._name(request)
+        body = await self._body(request)
+        candidate = body.get("candidate")
+        if candidate is not None:
+            try:
+                self.adapter.config(name).host(str(candidate))
+            except KeyError as e:
+                raise _bad(str(e.args[0])) from None
+        wait_s = float(body.get("wait_s", 30.0))
+        request_id = await request_switchover(self.client, name, candidate)
+        deadline = time.monotonic() + wait_s
+        store = WorkflowStore(self.client, NAMESPACE)
+        while time.monotonic() < deadline:
+            for record in await store.history(name, limit=5):
+                if record.params.get("request") == request_id and record.finished_at:
+                    return web.json_response(record_json(record))
+            await asyncio.sleep(0.2)  # polling the history for the outcome
+        return web.json_response({"request": request_id, "status": "queued"}, status=202)
+
+    async def acknowledge(self, request: web.Request) -> web.Response:
+        """``POST .../acknowledge``."""
+        name = self._name(request)
+        acked = await acknowledge(self.client, name)
+        return web.json_response({"acknowledged": acked})
+
+    async def maintenance(self, request: web.Request) -> web.Response:
+        """``POST .../maintenance``."""
+        name = self._name(request)
+        body = await self._body(request)
+        host = body.get("host")
+        if not isinstance(host, str) or not isinstance(body.get("on"), bool):
+            raise _bad('body must be {"host": "host:port", "on": true|false}')
+        try:
+            self.adapter.config(name).host(host)
+        except KeyError as e:
+            raise _bad(str(e.args[0])) from None
+        await set_maintenance(self.client, name, host, body["on"], str(body.get("reason", "")))
+        return web.json_response({"host": host, "maintenance": body["on"]})
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
