@@ -33,6 +33,7 @@ from hacoord.adapters.mysql.keys import (
     decision_key,
     maintenance_prefix,
     observers_prefix,
+    quarantine_key,
     switchover_request_key,
 )
 from hacoord.adapters.mysql.primary import PrimaryRecord, publish_primary, read_primary
@@ -63,6 +64,8 @@ class OrchestratorTimings:
     """No second automatic failover of a cluster within this period unless acknowledged."""
     ttl_s: float = 3.0
     """Lease of the orchestrator's leadership."""
+    rejoin_every: int = 4
+    """Look for servers to rejoin (old primaries back from a crash) every N rounds."""
 
 
 async def maintenance_hosts(client: Client, cluster: str) -> set[str]:
@@ -165,6 +168,30 @@ class Orchestrator:
         await self._note(cfg.name, decision)
         if decision.failover:
             await self._fail_over(engine, cfg, record, decision)
+        elif decision.verdict is Verdict.ALIVE and self._ticks % self.timings.rejoin_every == 0:
+            await self._rejoin_strays(engine, cfg, record)
+
+    async def _rejoin_strays(
+        self, engine: WorkflowEngine, cfg: ClusterConfig, record: PrimaryRecord
+    ) -> None:
+        """Run the rejoin workflow for servers that replicate from nobody (an old
+        primary back from a crash): they become replicas, or are quarantined."""
+        topology = await discover(cfg)
+        skip = await maintenance_hosts(self.client, cfg.name)
+        for name, probe in topology.probes.items():
+            if name == record.host or name in skip or probe.state is None:
+                continue
+            if probe.state.replica is not None:
+                continue
+            if await self.client.get(quarantine_key(cfg.name, name)) is not None:
+                continue
+            log.info("%s: %s replicates from nobody: rejoining it", cfg.name, name)
+            try:
+                done = await self.adapter.rejoin(engine, cfg.name, name)
+            except StepFailedError as e:
+                log.error("%s: rejoin of %s failed: %s", cfg.name, name, e)
+                continue
+            log.info("%s: %s %s", cfg.name, name, done.output("rejoin_or_quarantine")["outcome"])
 
     async def decide(self, cfg: ClusterConfig, primary: str) -> Decision:
         """Classify ``primary`` from every member's observation and the replicas' views."""
