@@ -41,3 +41,11 @@ def test_mysql_failover_example_runs() -> None:
     assert "switchover succeeded" in stdout and "failover succeeded" in stdout
     assert "came back read-only and was rejoined" in stdout
     assert stdout.count(" succeeded token ") == 3, "the history lists all three runs"
+
+
+def test_mysql_failover_daemon_example_runs_a_whole_site() -> None:
+    stdout = _stdout_of(str(EXAMPLES / "mysql_failover_daemon.py"), "demo")
+    assert "failed over to" in stdout and "members cannot reach" in stdout
+    assert "writes resumed on the new primary: 2 rows, none lost" in stdout
+    assert "[published primary]" in stdout, "hacoord mysql status prints the tree"
+    assert "DNS orders.db.test. -> db" in stdout

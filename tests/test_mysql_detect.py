@@ -186,3 +186,17 @@ def test_status_tree_shows_the_primary_its_replicas_and_problems() -> None:
     )
     assert "h:3  UNREACHABLE (down)" in text and "problem: h:3 unreachable" in text
     assert "member-1 sees it" in text
+
+
+def test_the_shipped_example_config_loads(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "examples" / "mysql.toml"
+    pw = tmp_path / "repl.pw"
+    pw.write_text("x")
+    text = example.read_text().replace("/etc/hacoord/repl.password", str(pw))
+    (tmp_path / "mysql.toml").write_text(text)
+    env = {"HACOORD_MYSQL_ADMIN_PASSWORD": "a", "HACOORD_TSIG_SECRET": "c2VjcmV0"}
+    loaded = load_daemon_config(tmp_path / "mysql.toml", env)
+    orders = loaded.cluster("orders")
+    assert orders.dns is not None and orders.dns_target("10.0.0.2:3306") == "10.0.0.2"
+    assert orders.fence_hook == ("/usr/local/bin/ipmi-power-off",)
+    assert loaded.timings.block_period_s == 3600

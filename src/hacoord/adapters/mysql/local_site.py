@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hacoord.adapters.mysql.daemon_config import DaemonConfig, load_daemon_config
 from hacoord.adapters.mysql.testbed import MariaDBTestBed
 from hacoord.raft.timing import Timing
 from hacoord.server.local_cluster import LocalCluster
@@ -52,6 +53,8 @@ class LocalSite:
         self.bind: Any = None
         self.coordinator: LocalCluster | None = None
         self.config_path = self.base / "mysql.toml"
+        self.env: dict[str, str] = {}
+        """The secrets the daemons read from their environment."""
 
     def name(self, index: int) -> str:
         """``host:port`` of MariaDB server ``index``."""
@@ -73,10 +76,9 @@ class LocalSite:
         self.base.mkdir(parents=True, exist_ok=True)
         await self.bed.start()
         try:
-            env = {
-                "HACOORD_MYSQL_ADMIN_PW": self.bed.admin_password,
-                "HACOORD_MYSQL_REPL_PW": self.bed.repl_password,
-            }
+            env = self.env
+            env["HACOORD_MYSQL_ADMIN_PW"] = self.bed.admin_password
+            env["HACOORD_MYSQL_REPL_PW"] = self.bed.repl_password
             if self.dns:
                 from hacoord.adapters.dns_testbed import Bind9TestServer
 
@@ -111,6 +113,10 @@ class LocalSite:
         if self.bind is not None:
             await self.bind.stop()
         await self.bed.close()
+
+    def daemon_config(self) -> DaemonConfig:
+        """The daemons' configuration, as they load it."""
+        return load_daemon_config(self.config_path, {**os.environ, **self.env})
 
     def endpoints(self) -> list[str]:
         """HTTP endpoints of the coordinator members."""
