@@ -105,6 +105,14 @@ class Lease:
                     return
                 except UnavailableError:
                     continue  # the loop re-checks the deadline
+                except Exception as e:
+                    # Whatever went wrong with this attempt, the lease is only lost at its
+                    # deadline: keep trying until then instead of dying silently.
+                    log.warning("lease %d: keep-alive failed: %r", self.id, e)
+                    await asyncio.sleep(
+                        min(interval, max(0.0, self.deadline - time.monotonic())) / 4
+                    )
+                    continue
                 self.deadline = sent + ttl_s * (1 - self.safety_margin)
                 wait = min(interval, max(0.0, self.deadline - time.monotonic()))
                 await asyncio.sleep(wait)

@@ -197,7 +197,9 @@ class LocalTransport:
         return await run_op(self.service, op, body, max(0.001, deadline - time.monotonic()))
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Close the forwarding transport (the local service is not ours to stop)."""
+        if self.forward is not None:
+            await self.forward.close()
 
 
 __all__ = ["HttpTransport", "LocalTransport", "Transport"]
