@@ -63,12 +63,17 @@ async def demo(base: Path, with_dns: bool) -> None:
                     break
             took = time.monotonic() - killed_at
             print(f"failed over to {record.host} in {took:.1f} s (token {record.token})")
-            run = (await WorkflowStore(client, NAMESPACE).history("orders", 1))[0]
+            store = WorkflowStore(client, NAMESPACE)
+            while (run := (await store.history("orders", 1))[0]).finished_at is None:
+                await asyncio.sleep(0.05)  # the last steps (DNS) follow the record
+            print(f"failover workflow {run.status}: {', '.join(s.name for s in run.steps)}")
             print(f"why: {run.params['reason']}")
             if site.bind is not None:
                 answer = await site.bind.resolve(f"{RECORD}.{ZONE}")
                 print(f"DNS {RECORD}.{ZONE} -> {', '.join(answer)}")
             new = next(i for i in range(3) if site.name(i) == record.host)
+            if site.bind is not None:
+                print(f"DNS answers the new primary: {answer == [site.dns_name(new)]}")
             conn = await site.bed.connect(new, user="app", db="app")
             async with conn.cursor() as cur:
                 await cur.execute("INSERT INTO writes VALUES (2, 'after the failover')")

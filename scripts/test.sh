@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 # The TLS tests make certificates with the openssl CLI; the comparison benchmark's
 # quick run needs etcd (Debian's etcd-server); the MySQL adapter's tests run real
-# MariaDB servers (Debian's mariadb-server).
+# MariaDB servers (Debian's mariadb-server) and a real BIND9 (Debian's bind9).
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v etcd >/dev/null || missing+=(etcd-server)
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
+[ -x /usr/sbin/named ] || missing+=(bind9 bind9-utils)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi

@@ -48,4 +48,5 @@ def test_mysql_failover_daemon_example_runs_a_whole_site() -> None:
     assert "failed over to" in stdout and "members cannot reach" in stdout
     assert "writes resumed on the new primary: 2 rows, none lost" in stdout
     assert "[published primary]" in stdout, "hacoord mysql status prints the tree"
-    assert "DNS orders.db.test. -> db" in stdout
+    assert "DNS answers the new primary: True" in stdout
+    assert "failover workflow succeeded" in stdout
