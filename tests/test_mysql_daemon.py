@@ -282,7 +282,6 @@ async def test_agents_report_under_their_lease_and_the_http_api_acts(
     port = free_ports(1)[0]
     async with deployment(bed, tmp_path) as d:
         site = d.sites[1]
-        site.daemon.http_port = port
         await site.daemon.http.start("127.0.0.1", port)
         cfg = site.daemon.config.clusters[0]
         agent = Agent(d.observer, cfg, name(bed, 1), interval_s=0.2, data_dir=tmp_path)
@@ -319,6 +318,12 @@ async def test_agents_report_under_their_lease_and_the_http_api_acts(
                 assert r.status == 200, await r.text()
                 done = await r.json()
                 assert done["status"] == "succeeded" and done["params"]["candidate"] == name(bed, 1)
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                metrics = await r.text()
+                assert f'hacoord_mysql_probe_up{{cluster="{CLUSTER}",host="{name(bed, 0)}"}} 1' in (
+                    metrics
+                )
+                assert 'hacoord_mysql_primary_token{cluster="orders"}' in metrics
             async with http.get(f"{base}/{CLUSTER}/history?limit=5") as r:
                 assert [h["kind"] for h in await r.json()] == ["mysql-switchover"]
         record = await read_primary(d.observer, CLUSTER)

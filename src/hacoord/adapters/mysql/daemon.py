@@ -50,7 +50,7 @@ class MySQLDaemon:
             probe_addresses=probe_addresses if probe_addresses is not None else config.probe_via,
         )
         self.orchestrator = Orchestrator(client, self.adapter, member, members, config.timings)
-        self.http = MySQLHttpApi(client, self.adapter)
+        self.http = MySQLHttpApi(client, self.adapter, self.monitor, self.orchestrator)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -1,5 +1,6 @@
 """The daemon's HTTP API: clusters, topology, primary and token, history, operator actions.
 
+- ``GET /metrics``: probes, alerts, verdicts, failovers, tokens (Prometheus text)
 - ``GET /v1/mysql/clusters``: every cluster, its primary and verdict
 - ``GET /v1/mysql/clusters/{name}``: topology, primary, observers, agents
 - ``GET /v1/mysql/clusters/{name}/history?limit=N``: workflow runs, newest first
@@ -29,7 +30,9 @@ from hacoord.adapters.mysql.keys import (
     observers_prefix,
     quarantine_key,
 )
+from hacoord.adapters.mysql.monitor import Monitor
 from hacoord.adapters.mysql.orchestrator import (
+    Orchestrator,
     acknowledge,
     request_switchover,
     set_maintenance,
@@ -47,12 +50,21 @@ def record_json(record: WorkflowRecord) -> dict[str, Any]:
 class MySQLHttpApi:
     """aiohttp routes over the adapter and the cluster KV."""
 
-    def __init__(self, client: Client, adapter: MySQLAdapter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        adapter: MySQLAdapter,
+        monitor: Monitor | None = None,
+        orchestrator: Orchestrator | None = None,
+    ) -> None:
         self.client = client
         self.adapter = adapter
+        self.monitor = monitor
+        self.orchestrator = orchestrator
         self.app = web.Application()
         self.app.add_routes(
             [
+                web.get("/metrics", self.metrics),
                 web.get("/v1/mysql/clusters", self.clusters),
                 web.get("/v1/mysql/clusters/{name}", self.cluster),
                 web.get("/v1/mysql/clusters/{name}/history", self.history),
@@ -154,6 +166,45 @@ class MySQLHttpApi:
                 "quarantined": quarantined,
             }
         )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: this member's view, in the Prometheus text format."""
+        lines = [
+            "# HELP hacoord_mysql_probe_up Whether this member's last probe of a server worked.",
+            "# TYPE hacoord_mysql_probe_up gauge",
+        ]
+        if self.monitor is not None:
+            for cluster, views in self.monitor.views.items():
+                for host, view in views.items():
+                    labels = f'cluster="{cluster}",host="{host}"'
+                    lines.append(f"hacoord_mysql_probe_up{{{labels}}} {int(view.up)}")
+            lines += [
+                "# HELP hacoord_mysql_alerts Alerts raised from agent reports.",
+                "# TYPE hacoord_mysql_alerts gauge",
+            ]
+            for cluster, alerts in self.monitor.alerts.items():
+                for host, found in alerts.items():
+                    labels = f'cluster="{cluster}",host="{host}"'
+                    lines.append(f"hacoord_mysql_alerts{{{labels}}} {len(found)}")
+        if self.orchestrator is not None:
+            lines += [
+                "# HELP hacoord_mysql_orchestrator Whether this member is the orchestrator.",
+                "# TYPE hacoord_mysql_orchestrator gauge",
+                f"hacoord_mysql_orchestrator {int(self.orchestrator.leading.is_set())}",
+                "# HELP hacoord_mysql_failovers_total Automatic failovers run by this member.",
+                "# TYPE hacoord_mysql_failovers_total counter",
+                f"hacoord_mysql_failovers_total {self.orchestrator.failovers}",
+                "# HELP hacoord_mysql_verdict The orchestrator's verdict on each primary.",
+                "# TYPE hacoord_mysql_verdict gauge",
+            ]
+            for cluster, decision in self.orchestrator.decisions.items():
+                labels = f'cluster="{cluster}",verdict="{decision.verdict.value}"'
+                lines.append(f"hacoord_mysql_verdict{{{labels}}} 1")
+        for name in self.adapter.clusters:
+            primary = await read_primary(self.client, name)
+            if primary is not None:
+                lines.append(f'hacoord_mysql_primary_token{{cluster="{name}"}} {primary.token}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def history(self, request: web.Request) -> web.Response:
         """``GET /v1/mysql/clusters/{name}/history``."""
