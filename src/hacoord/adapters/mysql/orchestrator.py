@@ -30,6 +30,7 @@ from hacoord.adapters.mysql.hooks import run_hook
 from hacoord.adapters.mysql.keys import (
     ORCHESTRATOR_ELECTION,
     ack_key,
+    agents_prefix,
     decision_key,
     maintenance_prefix,
     observers_prefix,
@@ -142,7 +143,14 @@ class Orchestrator:
         try:
             while not lost.done():
                 for cfg in self.clusters:
-                    await self.tick(engine, cfg)
+                    try:
+                        await self.tick(engine, cfg)
+                    except FencedOutError:
+                        raise
+                    except Exception:
+                        # One cluster's trouble (a server error, a timeout) must not cost
+                        # the leadership or stop the other clusters: try again next round.
+                        log.exception("%s: decision round failed", cfg.name)
                 self._ticks += 1
                 async with self._ticked:
                     self._ticked.notify_all()
@@ -208,9 +216,24 @@ class Orchestrator:
         )
 
     async def _replica_views(self, cfg: ClusterConfig, primary: str) -> list[ReplicaView]:
+        """Each replica's own account: asked directly, else its agent's last report."""
+        prefix = agents_prefix(cfg.name)
+        reports = {
+            kv.key[len(prefix) :]: json.loads(kv.value)
+            for kv in (await self.client.range(prefix, prefix=True)).kvs
+        }
+
         async def view(name: str) -> ReplicaView:
             probe = await self.adapter._server(cfg, name).probe()
             if probe.state is None:
+                repl = (reports.get(name) or {}).get("replication") or {}
+                if repl.get("source") == primary:
+                    return ReplicaView(
+                        name,
+                        reachable=True,
+                        io_connected=bool(repl["io_running"]),
+                        error=f"from its agent: {repl.get('io_error', '')}",
+                    )
                 return ReplicaView(name, reachable=False, error=probe.error or "")
             r = probe.state.replica
             if r is None or f"{r.source_host}:{r.source_port}" != primary:
