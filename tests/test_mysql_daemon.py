@@ -176,7 +176,9 @@ async def deployment(
 
 
 async def test_primary_sigkill_is_failed_over_once(bed: MariaDBTestBed, tmp_path: Path) -> None:
-    async with deployment(bed, tmp_path) as d:
+    seen = tmp_path / "post-hook"
+    hook = ("sh", "-c", f'echo "$HACOORD_OLD_PRIMARY $HACOORD_NEW_PRIMARY $HACOORD_TOKEN" > {seen}')
+    async with deployment(bed, tmp_path, post_failover_hook=hook) as d:
         adopted = await read_primary(d.observer, CLUSTER)
         assert adopted is not None and adopted.host == name(bed, 0)
         bed.kill(0)
@@ -192,6 +194,21 @@ async def test_primary_sigkill_is_failed_over_once(bed: MariaDBTestBed, tmp_path
         orchestrator = await d.orchestrator()
         await orchestrator.daemon.orchestrator.wait_ticks(5)
         assert len(await d.failovers()) == 1
+        assert seen.read_text().split() == [name(bed, 0), record.host, str(record.token)]
+
+
+async def test_a_failing_pre_failover_hook_vetoes_the_failover(
+    bed: MariaDBTestBed, tmp_path: Path
+) -> None:
+    calls = tmp_path / "pre-hook-calls"
+    hook = ("sh", "-c", f"echo $HACOORD_CLUSTER >> {calls}; exit 1")
+    async with deployment(bed, tmp_path, pre_failover_hook=hook) as d:
+        bed.kill(0)
+        await d.wait_for(lambda: calls.exists() and len(calls.read_text().split()) >= 2)
+        assert await d.failovers() == [], "every attempt was vetoed by the hook"
+        record = await read_primary(d.observer, CLUSTER)
+        assert record is not None and record.host == name(bed, 0)
+        assert set(calls.read_text().split()) == {CLUSTER}
 
 
 async def _replicates(bed: MariaDBTestBed, index: int) -> bool:

@@ -177,6 +177,14 @@ def test_the_most_advanced_replica_wins_then_prefer_then_order() -> None:
     assert choose_candidate(cfg, tie, "127.0.0.1:3306").host == "127.0.0.1:3308", "prefer"
 
 
+def test_hosts_in_maintenance_are_never_chosen() -> None:
+    cfg = cluster(Promotion.NEUTRAL, Promotion.PREFER, Promotion.NEUTRAL)
+    topo = topology(cfg, replica(cfg, 1, "0-1-10"), replica(cfg, 2, "0-1-9"))
+    chosen = choose_candidate(cfg, topo, "127.0.0.1:3306", exclude={"127.0.0.1:3307"})
+    assert chosen.host == "127.0.0.1:3308"
+    assert chosen.rejected["127.0.0.1:3307"] == "in maintenance"
+
+
 def test_unsafe_replicas_are_never_chosen_and_say_why() -> None:
     cfg = cluster(Promotion.NEUTRAL, Promotion.MUST_NOT, Promotion.NEUTRAL, Promotion.NEUTRAL)
     topo = topology(
