@@ -547,8 +547,19 @@ class EtcdSystem:
             raise RuntimeError(f"etcd lease {lease_id} does not exist (expired or revoked)")
 
     async def lease_ids(self) -> set[int]:
-        """Ids of the leases the cluster holds now."""
-        reply = await self._call("/v3/lease/leases", {})
+        """Ids of the leases the cluster holds now, as the leader knows them.
+
+        etcd answers this from the asked member's own lessor (not linearizable): a
+        member restarted a moment ago may not have applied the latest grants yet.
+        """
+        leader = await self.leader()
+        if leader >= 0:
+            try:
+                reply = await self._post(leader, "/v3/lease/leases", {}, self._request_timeout_s)
+            except _Transient:
+                reply = await self._call("/v3/lease/leases", {})
+        else:
+            reply = await self._call("/v3/lease/leases", {})
         return {int(lease["ID"]) for lease in reply.get("leases") or []}
 
     # -- misc ------------------------------------------------------------------------
