@@ -7,7 +7,6 @@ CI=true, where a missing MariaDB is a failure.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -25,8 +24,6 @@ from hacoord.adapters.mysql.fence import fenced_transaction, read_token
 from hacoord.adapters.mysql.primary import PrimaryRecord, quarantine_key, read_primary
 from hacoord.adapters.mysql.testbed import (
     MariaDBTestBed,
-    MariaDBUnavailableError,
-    ensure_mariadb_installed,
 )
 from hacoord.client import Client, Leadership
 from hacoord.raft.timing import Timing
@@ -45,32 +42,6 @@ from hacoord.workflow import (
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
 CLUSTER = "db1"
-
-
-@dataclass
-class Shared:
-    bed: MariaDBTestBed
-    fresh: bool = True
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
-    try:
-        ensure_mariadb_installed()
-    except MariaDBUnavailableError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB is required when CI=true: {e}")
-        pytest.skip(f"MariaDB unavailable: {e}")
-    async with MariaDBTestBed(tmp_path_factory.mktemp("mariadb")) as bed:
-        yield Shared(bed)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def bed(shared: Shared) -> MariaDBTestBed:
-    if not shared.fresh:
-        await shared.bed.reset()
-    shared.fresh = False
-    return shared.bed
 
 
 @pytest_asyncio.fixture(loop_scope="module")

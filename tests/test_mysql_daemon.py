@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 import hacoord
 from faultproxy import FaultProxy
@@ -32,8 +30,6 @@ from hacoord.adapters.mysql.orchestrator import OrchestratorTimings, acknowledge
 from hacoord.adapters.mysql.primary import read_primary
 from hacoord.adapters.mysql.testbed import (
     MariaDBTestBed,
-    MariaDBUnavailableError,
-    ensure_mariadb_installed,
 )
 from hacoord.client import Client
 from hacoord.raft.timing import Timing
@@ -44,32 +40,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)
 
 CLUSTER = "orders"
 TIMINGS = OrchestratorTimings(interval_s=0.2, failures_to_confirm=3, block_period_s=3600, ttl_s=2)
-
-
-@dataclass
-class Shared:
-    bed: MariaDBTestBed
-    fresh: bool = True
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
-    try:
-        ensure_mariadb_installed()
-    except MariaDBUnavailableError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB is required when CI=true: {e}")
-        pytest.skip(f"MariaDB unavailable: {e}")
-    async with MariaDBTestBed(tmp_path_factory.mktemp("mariadb")) as bed:
-        yield Shared(bed)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def bed(shared: Shared) -> MariaDBTestBed:
-    if not shared.fresh:
-        await shared.bed.reset()
-    shared.fresh = False
-    return shared.bed
 
 
 def name(bed: MariaDBTestBed, index: int) -> str:

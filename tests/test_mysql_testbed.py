@@ -7,56 +7,18 @@ tests skip, except under CI=true, where a missing MariaDB is a failure.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiomysql
 import pytest
-import pytest_asyncio
 
 from hacoord.adapters.mysql.testbed import (
     MariaDBTestBed,
-    MariaDBUnavailableError,
-    ensure_mariadb_installed,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ER_OPTION_PREVENTS_STATEMENT = 1290  # "...is running with the --read-only option..."
-
-
-@dataclass
-class _Shared:
-    bed: MariaDBTestBed
-    fresh: bool = True
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def _shared_bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Shared]:
-    try:
-        ensure_mariadb_installed()
-    except MariaDBUnavailableError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB is required when CI=true but is unavailable: {exc}")
-        pytest.skip(f"MariaDB unavailable: {exc}")
-    bed = MariaDBTestBed(tmp_path_factory.mktemp("mariadb"))
-    started = time.monotonic()
-    async with bed:
-        print(f"test bed started in {time.monotonic() - started:.2f}s")
-        yield _Shared(bed)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def bed(_shared_bed: _Shared) -> MariaDBTestBed:
-    """The module's test bed, reset to its initial state unless no test has used it yet."""
-    if not _shared_bed.fresh:
-        started = time.monotonic()
-        await _shared_bed.bed.reset()
-        print(f"test bed reset in {time.monotonic() - started:.2f}s")
-    _shared_bed.fresh = False
-    return _shared_bed.bed
 
 
 async def _app_execute(bed: MariaDBTestBed, index: int, sql: str, args: object = None) -> None:
