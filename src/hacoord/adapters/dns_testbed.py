@@ -1,5 +1,11 @@
 """A real BIND9 on a loopback port, accepting TSIG-signed dynamic updates (for tests,
-examples and benchmarks)."""
+examples and benchmarks).
+
+Everything named writes (pid file, session key, managed keys, journal) stays under the
+server's ``base_dir``; it runs in the foreground (``-g``) as the calling user (root in
+CI: without ``-u`` named does not change user), with one worker thread, IPv4 only, and
+a parent-death signal so it never outlives the Python process that started it.
+"""
 
 from __future__ import annotations
 
@@ -18,39 +24,74 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdatatype
 
 from hacoord.adapters.dns import DnsSettings
 
 NAMED = "/usr/sbin/named"
+START_TIMEOUT_S = 20.0
 
 
 class Bind9UnavailableError(RuntimeError):
-    """BIND9 (``named``) is not installed and cannot be installed here."""
+    """BIND9 (``named``) is missing and cannot be installed, or would not start."""
 
 
 def ensure_bind9_installed() -> None:
-    """Install Debian's bind9 when missing and running as root; else raise."""
+    """Install Debian's ``bind9`` and ``bind9-utils`` when ``named`` is missing.
+
+    Needs root and apt-get; otherwise, or when the installation fails, raises
+    :class:`Bind9UnavailableError` naming why.
+    """
     if os.path.exists(NAMED):
         return
     if os.geteuid() != 0:
-        raise Bind9UnavailableError(f"{NAMED} is missing (install Debian's bind9 as root)")
+        raise Bind9UnavailableError(
+            f"{NAMED} is missing; install Debian's bind9 package (automatic install needs root)"
+        )
+    apt_get = shutil.which("apt-get")
+    if apt_get is None:
+        raise Bind9UnavailableError(f"{NAMED} is missing and apt-get is not available")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "bind9", "bind9-utils"], check=True, env=env)
+    for command in (
+        [apt_get, "update", "-qq"],
+        [apt_get, "install", "-y", "-qq", "bind9", "bind9-utils"],
+    ):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()[-2000:]
+            raise Bind9UnavailableError(
+                f"{NAMED} is missing; `{' '.join(command)}` failed with exit code"
+                f" {result.returncode}:\n{output}"
+            )
     if not os.path.exists(NAMED):
-        raise Bind9UnavailableError(f"installing bind9 did not provide {NAMED}")
+        raise Bind9UnavailableError(f"installed bind9 but {NAMED} is still missing")
 
 
-def _free_port() -> int:
-    with socket.socket() as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port: int = tcp.getsockname()[1]
-    return port
+class _PortTaken(Exception):
+    """named could not bind its port."""
+
+
+def _free_port(host: str) -> int:
+    """A port free for both TCP and UDP on ``host`` (named listens on both)."""
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            try:
+                udp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no port of {host} is free for both TCP and UDP")
 
 
 class Bind9TestServer:
-    """``named`` serving ``zone`` on 127.0.0.1, updatable with the TSIG key ``tsig_name``."""
+    """``named`` serving ``zone`` on 127.0.0.1:``port``, updatable with one TSIG key.
+
+    The zone starts with only its SOA and NS records (``ns.<zone>`` -> 127.0.0.1); each
+    :meth:`start` writes it afresh and drops any journal, so a restart begins empty.
+    """
 
     host = "127.0.0.1"
 
@@ -60,18 +101,27 @@ class Bind9TestServer:
         zone: str = "db.test.",
         tsig_name: str = "hacoord-key",
         tsig_secret: str | None = None,
+        tsig_algorithm: str = "hmac-sha256",
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         self.zone = zone if zone.endswith(".") else zone + "."
         self.tsig_name = tsig_name
         self.tsig_secret = tsig_secret or base64.b64encode(secrets.token_bytes(32)).decode()
+        self.tsig_algorithm = tsig_algorithm
         self.port = 0
+        self.startup_s: float | None = None
+        """How long the last :meth:`start` took until the zone answered."""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
-        """named's output."""
+        """named's output (``-g`` logs to stderr, which goes here)."""
         return self.base_dir / "named.log"
+
+    @property
+    def running(self) -> bool:
+        """Whether the named process is alive."""
+        return self._proc is not None and self._proc.poll() is None
 
     def _write_files(self) -> Path:
         d = self.base_dir
@@ -83,8 +133,7 @@ class Bind9TestServer:
             f"@ IN NS ns.{self.zone}\n"
             f"ns IN A 127.0.0.1\n"
         )
-        for stale in d.glob("zone.db.jnl"):
-            stale.unlink()
+        (d / "zone.db.jnl").unlink(missing_ok=True)
         conf = d / "named.conf"
         conf.write_text(
             f"""options {{
@@ -92,7 +141,7 @@ class Bind9TestServer:
     pid-file "{d}/named.pid";
     session-keyfile "{d}/session.key";
     managed-keys-directory "{d}";
-    listen-on port {self.port} {{ 127.0.0.1; }};
+    listen-on port {self.port} {{ {self.host}; }};
     listen-on-v6 {{ none; }};
     recursion no;
     dnssec-validation no;
@@ -100,7 +149,7 @@ class Bind9TestServer:
     notify no;
 }};
 controls {{ }};
-key "{self.tsig_name}" {{ algorithm hmac-sha256; secret "{self.tsig_secret}"; }};
+key "{self.tsig_name}" {{ algorithm {self.tsig_algorithm}; secret "{self.tsig_secret}"; }};
 zone "{self.zone}" {{
     type primary;
     file "{zone_file}";
@@ -112,48 +161,87 @@ zone "{self.zone}" {{
         return conf
 
     async def start(self) -> None:
-        """Start named and wait until it answers for the zone (20 s at most)."""
-        ensure_bind9_installed()
-        self.port = _free_port()
-        conf = self._write_files()
-        prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
-        log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            [*prefix, NAMED, "-g", "-4", "-n", "1", "-c", str(conf)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 20
-        query = dns.message.make_query(self.zone, "SOA")
-        while True:
-            if self._proc.poll() is not None:
-                raise Bind9UnavailableError(f"named exited: {self._tail()}")
-            try:
-                await dns.asyncquery.tcp(query, self.host, 0.5, self.port)
-                return
-            except (OSError, dns.exception.DNSException, EOFError):
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise Bind9UnavailableError(f"named did not answer: {self._tail()}") from None
-                await asyncio.sleep(0.05)
+        """Start named and wait until it answers the zone's SOA over TCP.
 
-    def _tail(self) -> str:
+        Raises :class:`Bind9UnavailableError` with the tail of named's output when it
+        exits or does not answer within 20 s. Call it from the event loop's thread: the
+        parent-death signal fires when the *thread* that started named ends.
+        """
+        if self.running:
+            raise RuntimeError(f"named is already running on {self.host}:{self.port}")
+        ensure_bind9_installed()
+        began = time.monotonic()
+        for attempt in range(1, 4):
+            self.port = _free_port(self.host)
+            conf = self._write_files()
+            # setpriv (util-linux) sets PR_SET_PDEATHSIG, then execs named: same pid.
+            prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+            with self.log_path.open("wb") as log:
+                self._proc = subprocess.Popen(
+                    [*prefix, NAMED, "-g", "-4", "-n", "1", "-p", str(self.port), "-c", str(conf)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                await self._wait_ready(time.monotonic() + START_TIMEOUT_S)
+            except _PortTaken:
+                # Someone took the port between our probe and named's bind (named logs
+                # it and goes on running, deaf): try another port.
+                self.kill()
+                if attempt == 3:
+                    raise Bind9UnavailableError(
+                        f"named found {self.host}:{self.port} in use, three times:\n" + self._tail()
+                    ) from None
+                continue
+            except BaseException:
+                self.kill()
+                raise
+            self.startup_s = time.monotonic() - began
+            return
+
+    async def _wait_ready(self, deadline: float) -> None:
+        query = dns.message.make_query(self.zone, dns.rdatatype.SOA)
+        last = "no answer yet"
+        while True:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise Bind9UnavailableError(
+                    f"named exited with code {self._proc.returncode}:\n{self._tail()}"
+                )
+            try:
+                response = await dns.asyncquery.tcp(query, self.host, 0.5, self.port)
+            except (OSError, EOFError, dns.exception.DNSException) as e:
+                last = f"{type(e).__name__}: {e}"
+                if "address in use" in self._tail():
+                    raise _PortTaken from None
+            else:
+                if response.rcode() == dns.rcode.NOERROR and response.answer:
+                    return
+                last = f"SOA query answered {dns.rcode.to_text(response.rcode())}"
+            if time.monotonic() > deadline:
+                raise Bind9UnavailableError(
+                    f"named on {self.host}:{self.port} did not serve {self.zone} within"
+                    f" {START_TIMEOUT_S:g} s ({last}):\n{self._tail()}"
+                )
+            await asyncio.sleep(0.02)
+
+    def _tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self.log_path.read_text().splitlines()[-20:])
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
-            return "(no log)"
+            return "(no output from named)"
 
     def kill(self) -> None:
-        """SIGKILL named."""
+        """SIGKILL named and reap it."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
 
     async def stop(self) -> None:
-        """Stop named."""
+        """Stop named (SIGTERM, then SIGKILL after 10 s)."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -177,32 +265,46 @@ zone "{self.zone}" {{
             ttl=ttl,
             tsig_name=self.tsig_name,
             tsig_secret=self.tsig_secret,
+            tsig_algorithm=self.tsig_algorithm,
+        )
+
+    async def _answers(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
+        qname = dns.name.from_text(name)
+        return await dns.asyncquery.tcp(
+            dns.message.make_query(qname, rdtype), self.host, 2.0, self.port
         )
 
     async def resolve(self, name: str) -> list[str]:
-        """A, AAAA and CNAME answers for ``name``, asked directly of this server."""
+        """CNAME, A and AAAA answers for ``name`` (absolute), asked of this server."""
         qname = dns.name.from_text(name)
-        out = []
-        for rdtype in ("CNAME", "A", "AAAA"):
-            response = await dns.asyncquery.tcp(
-                dns.message.make_query(qname, rdtype), self.host, 2.0, self.port
-            )
-            wanted = dns.rdatatype.from_text(rdtype)
+        out: list[str] = []
+        for rdtype in (dns.rdatatype.CNAME, dns.rdatatype.A, dns.rdatatype.AAAA):
+            response = await self._answers(name, rdtype)
             out += [
                 rd.to_text()
                 for rrset in response.answer
-                if rrset.name == qname and rrset.rdtype == wanted
+                if rrset.name == qname and rrset.rdtype == rdtype
                 for rd in rrset
             ]
         return out
 
     async def ttl_of(self, name: str, rdtype: str) -> int | None:
         """The TTL the server gives ``name``'s ``rdtype`` records (``None``: none)."""
+        wanted = dns.rdatatype.from_text(rdtype)
         qname = dns.name.from_text(name)
-        response = await dns.asyncquery.tcp(
-            dns.message.make_query(qname, rdtype), self.host, 2.0, self.port
-        )
+        response = await self._answers(name, wanted)
         for rrset in response.answer:
-            if rrset.name == qname:
+            if rrset.name == qname and rrset.rdtype == wanted:
                 return int(rrset.ttl)
         return None
+
+    async def txt(self, name: str) -> list[str]:
+        """The TXT strings of ``name`` (absolute), asked of this server."""
+        qname = dns.name.from_text(name)
+        response = await self._answers(name, dns.rdatatype.TXT)
+        return [
+            b"".join(rd.strings).decode()
+            for rrset in response.answer
+            if rrset.name == qname and rrset.rdtype == dns.rdatatype.TXT
+            for rd in rrset
+        ]
