@@ -24,6 +24,7 @@ from hacoord.coord import (
 )
 from hacoord.coord.commands import LeaseCheckpoint, encode_request
 from hacoord.coord.results import DeleteResult, PutResult, RangeResult, TxnResult
+from hacoord.coord.sessions import ClientTable
 from hacoord.raft.errors import CommandRejectedError
 from hacoord.raft.types import Entry, EntryKind
 
@@ -242,6 +243,10 @@ def test_snapshot_from_an_unknown_format_is_refused_clearly() -> None:
         (msgpack.packb([1, 2, 3, [1, "k", b"v", 0]]), "first_outstanding \\(3\\) must not exceed"),
         (msgpack.packb([0, 0, 0, [1, "k", "not bytes", 0]]), "value must be bytes, got str"),
         (msgpack.packb([0, 0, 0, [1, 5, b"v", 0]]), "key must be a string, got int"),
+        (msgpack.packb([0, 0, 0, [1, "k", b"v", -1]]), "lease must be >= 0, got -1"),
+        (msgpack.packb([0, 0, 0, [1, "k", b"v", True]]), "lease must be an integer, got bool"),
+        (msgpack.packb([0, 0, 0, [1.0, "k", b"v", 0]]), "array starting with a command tag"),
+        (msgpack.packb([-1, 1, 0, [1, "k", b"v", 0]]), "client_id must be >= 0, got -1"),
         (msgpack.packb([0, 0, 0, [99]]), "unknown command tag 99"),
         (msgpack.packb([0, 0, 0, [10, -5]]), "ttl_ms must be >= 1, got -5"),
         (msgpack.packb([3, 0, 0, [1, "k", b"v", 0]]), "seq must be >= 1 when client_id is set"),
@@ -281,3 +286,16 @@ def test_wire_round_trip_of_every_command() -> None:
     for cmd in commands:
         request = Request(cmd, 9, 12, 10)  # type: ignore[arg-type]
         assert decode_request(encode_request(request)) == request
+
+
+def test_answered_outcomes_are_forgotten_in_small_steps_and_in_one_jump() -> None:
+    table = ClientTable()
+    for seq in range(1, 9):
+        table.record(5, seq, 1, ["ok", seq])
+    table.record(5, 9, 4, ["ok", 9])  # a small step: 1..3 go one by one
+    assert list(table.clients[5].outcomes) == [4, 5, 6, 7, 8, 9]
+    table.record(5, 1_000_000, 1_000_000, ["ok", 0])  # a jump past everything kept
+    assert list(table.clients[5].outcomes) == [1_000_000]
+    assert table.clients[5].floor == 1_000_000
+    with pytest.raises(StaleSequenceError):
+        table.lookup(5, 999_999)

@@ -74,13 +74,16 @@ async def test_proposals_wait_for_queue_space_while_the_disk_is_busy(tmp_path: P
     try:
         await node.wait_for_leader(5)
         gate = asyncio.Event()
-        real_save = node._writer.save
+        real_submit = node._writer.submit
 
         async def slow_save(*args: Any, **kwargs: Any) -> None:
             await gate.wait()
-            await real_save(*args, **kwargs)
+            await real_submit(*args, **kwargs)
 
-        node._writer.save = slow_save  # type: ignore[method-assign]
+        def slow_submit(*args: Any, **kwargs: Any) -> asyncio.Future[None]:
+            return asyncio.ensure_future(slow_save(*args, **kwargs))
+
+        node._writer.submit = slow_submit  # type: ignore[method-assign]
         first = asyncio.create_task(node.propose(b"first"))
         while not node._inflight:  # "first" is now in a batch stuck on the disk
             await asyncio.sleep(0)
@@ -139,3 +142,48 @@ def test_follower_refuses_proposals_with_the_leader_hint(tmp_path: Path) -> None
             asyncio.run(node.propose(b"x"))
     finally:
         node._storage.close()
+
+
+async def test_committed_entries_are_answered_while_the_next_batch_is_written(
+    tmp_path: Path,
+) -> None:
+    sm = Log()
+    node = _node(tmp_path, sm)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        real_submit = node._writer.submit
+        gates: list[asyncio.Event] = []
+
+        def gated_submit(*args: Any, **kwargs: Any) -> asyncio.Future[None]:
+            gate = asyncio.Event()
+            gates.append(gate)
+
+            async def when_opened() -> None:
+                await gate.wait()
+                await real_submit(*args, **kwargs)
+
+            return asyncio.ensure_future(when_opened())
+
+        node._writer.submit = gated_submit  # type: ignore[method-assign]
+        first = asyncio.create_task(node.propose(b"a"))
+        async with asyncio.timeout(5):
+            while not gates:  # the batch with "a" is on its way to the disk
+                await asyncio.sleep(0)
+            second = asyncio.create_task(node.propose(b"b"))
+            while not node._queue:
+                await asyncio.sleep(0)
+            gates[0].set()
+            while len(gates) < 2:  # the batch with "b" (and "a" committed) is handled
+                await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert first.done() and first.result() == 1, "answered before b's batch is durable"
+        assert not second.done()
+        node._writer.submit = real_submit  # type: ignore[method-assign]
+        for gate in gates:
+            gate.set()
+        assert await second == 2
+        assert sm.items == [b"a", b"b"]
+    finally:
+        await node.stop()

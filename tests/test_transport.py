@@ -270,6 +270,24 @@ async def test_many_sends_are_coalesced_into_few_frames(env: Env) -> None:
     assert 1 <= sent < 10, f"200 messages took {sent} frames"
 
 
+async def test_a_lone_message_is_written_at_once_and_a_burst_still_coalesces(
+    env: Env,
+) -> None:
+    a, b = await env.cluster(2)
+    a.t.send(hb(1, 2, "warm-up"))
+    await b.inbox.wait_tag("warm-up")
+    await asyncio.sleep(0)  # a new pass of the event loop
+    frames_sent = a.t.frames_sent
+    a.t.send(hb(1, 2, "now"))
+    assert a.t.frames_sent == frames_sent + 1, "written without waking the writer task"
+    for i in range(50):
+        a.t.send(hb(1, 2, f"m{i}"))
+    assert a.t.frames_sent == frames_sent + 1, "the rest of the burst is queued"
+    await b.inbox.wait_for(lambda ms: len(ms) >= 52)
+    assert b.inbox.tags()[1:] == ["now", *(f"m{i}" for i in range(50))]
+    assert a.t.frames_sent == frames_sent + 2
+
+
 async def test_batches_are_split_to_respect_max_frame_bytes(env: Env, logwatch: LogWatch) -> None:
     limit = 2000
     a, b = await env.cluster(2, max_frame_bytes=limit)

@@ -1,9 +1,11 @@
 """Group concurrent writes of one client into few requests.
 
-While a batch is on its way, writes that arrive queue up and leave together in the
-next request (at most ``max_batch`` each, at most ``max_inflight`` requests at once).
-A lone write still goes out at once; under load one HTTP request and one pass through
-the member's request handling carry many writes. Each write keeps its own outcome.
+Writes submitted during one pass of the event loop leave together, and while
+batches are on their way, writes that arrive queue up and leave together in the next
+request (at most ``max_batch`` each, at most ``max_inflight`` requests at once). A
+lone write still goes out at once (in the next pass); under load one HTTP request and
+one pass through the member's request handling carry many writes. Each write keeps
+its own outcome.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class SubmitBatcher:
         self.max_inflight = max_inflight
         self._queue: deque[tuple[bytes, float, asyncio.Future[Any]]] = deque()
         self._inflight = 0
+        self._starting = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, data: bytes, deadline: float) -> Any:
@@ -35,18 +38,29 @@ class SubmitBatcher:
         return await fut
 
     def _kick(self) -> None:
-        while self._queue and self._inflight < self.max_inflight:
-            batch: list[tuple[bytes, float, asyncio.Future[Any]]] = []
-            while self._queue and len(batch) < self.max_batch:
-                item = self._queue.popleft()
-                if not item[2].done():  # skip writes whose caller gave up before sending
-                    batch.append(item)
-            if not batch:
-                return
+        # A sender takes its batch when it starts, in the next pass of the event loop:
+        # writers that one pass wakes together (a finished batch wakes all of its
+        # writers) leave together instead of the first one taking a request alone.
+        if self._queue and not self._starting and self._inflight < self.max_inflight:
+            self._starting = True
             self._inflight += 1
-            task = asyncio.create_task(self._send(batch))
+            task = asyncio.create_task(self._send_next())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _send_next(self) -> None:
+        self._starting = False
+        batch: list[tuple[bytes, float, asyncio.Future[Any]]] = []
+        while self._queue and len(batch) < self.max_batch:
+            item = self._queue.popleft()
+            if not item[2].done():  # skip writes whose caller gave up before sending
+                batch.append(item)
+        self._kick()  # more than a batch is waiting
+        if batch:
+            await self._send(batch)
+        else:
+            self._inflight -= 1
+            self._kick()
 
     async def _send(self, batch: list[tuple[bytes, float, asyncio.Future[Any]]]) -> None:
         try:
@@ -79,7 +93,9 @@ class SubmitBatcher:
             self._kick()
 
     async def close(self) -> None:
-        """Cancel batches still on their way."""
+        """Cancel batches still on their way and writes still queued."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._queue:
+            self._queue.popleft()[2].cancel()

@@ -308,12 +308,38 @@ def _decode_command(items: Any) -> Command:
     raise InvalidCommandError(f"command: unknown command tag {tag}")
 
 
+def _fast_put_request(items: Any) -> Request | None:
+    """The request if ``items`` is a well-formed put (the common case), else None."""
+    if type(items) is not list or len(items) != 4:
+        return None
+    client_id, seq, first_outstanding, cmd = items
+    if (
+        type(client_id) is int
+        and type(seq) is int
+        and type(first_outstanding) is int
+        and 0 <= first_outstanding <= seq
+        and client_id >= 0
+        and (seq or not client_id)
+        and type(cmd) is list
+        and len(cmd) == 4
+        and type(cmd[0]) is int
+        and cmd[0] == _PUT
+    ):
+        _, key, value, lease = cmd
+        if type(key) is str and type(value) is bytes and type(lease) is int and lease >= 0:
+            return Request(Put(key, value, lease), client_id, seq, first_outstanding)
+    return None
+
+
 def decode_request(data: bytes) -> Request:
     """Parse a log entry payload; raises :class:`InvalidCommandError` naming the problem."""
     try:
         items = msgpack.unpackb(data)
     except Exception as exc:
         raise InvalidCommandError(f"request is not valid msgpack: {exc}") from None
+    fast = _fast_put_request(items)
+    if fast is not None:
+        return fast
     f = _Fields("request", items, 4)
     client_id = f.integer(0, "client_id")
     seq = f.integer(1, "seq")

@@ -64,8 +64,15 @@ class ClientTable:
         self.clients.move_to_end(client_id)
         record.outcomes[seq] = outcome
         if first_outstanding > record.floor:
+            outcomes = record.outcomes
+            if first_outstanding - record.floor <= len(outcomes):
+                # Every kept outcome is at or above the old floor: drop the few newly
+                # below it without scanning the whole table on every request.
+                for s in range(record.floor, first_outstanding):
+                    outcomes.pop(s, None)
+            else:
+                record.outcomes = {s: o for s, o in outcomes.items() if s >= first_outstanding}
             record.floor = first_outstanding
-            record.outcomes = {s: o for s, o in record.outcomes.items() if s >= first_outstanding}
         while len(record.outcomes) > self.max_outcomes:
             oldest = min(record.outcomes)
             del record.outcomes[oldest]

@@ -115,7 +115,8 @@ class CoordStateMachine:
         except CoordError as exc:
             self._remember(request, ["error", error_to_wire(exc)])
             raise
-        self._remember(request, ["ok", result_to_wire(result)])
+        if request.client_id:
+            self._remember(request, ["ok", result_to_wire(result)])
         return result
 
     def apply_request(self, request: Request, index: int) -> Result:

@@ -2,10 +2,12 @@
 
 ``RaftNode`` owns one :class:`~hacoord.raft.core.RaftCore` and performs its IO:
 
-* a ticker task calls ``core.tick()`` every tick, never waiting on the disk;
-* the ready loop sends early messages, persists the batch on a dedicated writer
-  thread (one fsync per batch), sends the remaining messages, applies committed
-  entries to the user's state machine, serves ReadIndex reads and advances;
+* a ticker task calls ``core.tick()`` every tick;
+* the ready loop sends early messages, hands the batch to a dedicated writer thread
+  (one fsync per batch), applies committed entries to the user's state machine
+  while that thread writes, sends the remaining messages once the batch is
+  durable, serves ReadIndex reads and advances. A follower whose disk syncs fast
+  writes on the event loop itself instead (see ``follower_inline_sync_ms``);
 * proposals are batched: everything queued while a batch is persisted goes into the
   next append.
 """
@@ -18,7 +20,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,6 +108,10 @@ class NodeConfig:
     max_msg_bytes: int = 1 << 20
     max_inflight: int = 64
     snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    follower_inline_sync_ms: float = 2.0
+    """A follower fsyncs on the event loop itself, saving two thread switches on every
+    write's path, while its last fsync took at most this long; 0: always on the
+    writer thread. A leader always syncs on the writer thread."""
     pre_vote: bool = True
     check_quorum: bool = True
     joining: bool = False
@@ -123,6 +129,10 @@ class NodeConfig:
             raise ConfigError("cluster_id must be a non-empty string")
         if self.snapshot_entries < 1:
             raise ConfigError(f"snapshot_entries must be >= 1, got {self.snapshot_entries}")
+        if self.follower_inline_sync_ms < 0:
+            raise ConfigError(
+                f"follower_inline_sync_ms must be >= 0, got {self.follower_inline_sync_ms}"
+            )
         if self.max_pending_proposals < 1:
             raise ConfigError(
                 f"max_pending_proposals must be >= 1, got {self.max_pending_proposals}"
@@ -215,7 +225,9 @@ class RaftNode:
         )
         if persisted.snapshot is not None:
             self.sm.restore(persisted.snapshot.data)
-        self._writer = AsyncStorageWriter(self._storage)
+        self._writer = AsyncStorageWriter(
+            self._storage, inline_sync_s=config.follower_inline_sync_ms / 1000
+        )
         self.transport = transport_factory(self._on_messages, self._on_unreachable)
         self._wake = asyncio.Event()
         self._queue: deque[_Proposal] = deque()
@@ -311,18 +323,34 @@ class RaftNode:
         Raises :class:`NotLeaderError` (with the leader's id when known) on a follower.
         Waits for queue space when ``max_pending_proposals`` are already pending.
         """
+        (fut,) = await self.propose_many([data])
+        return await fut
+
+    async def propose_many(self, items: Sequence[bytes]) -> list[asyncio.Future[Any]]:
+        """Queue several proposals at once, in order; returns once all are queued.
+
+        Each future resolves like :meth:`propose` would for its item. Raises
+        :class:`NotLeaderError` on a follower; waits for queue space whenever
+        ``max_pending_proposals`` are already pending.
+        """
         self._check_running()
         if not self.is_leader:
-            self.metrics.proposals_failed += 1
+            self.metrics.proposals_failed += len(items)
             raise NotLeaderError(self.id, self.core.leader)
-        async with self._queue_space:
-            await self._queue_space.wait_for(
-                lambda: len(self._queue) < self.config.max_pending_proposals
-            )
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Proposal(data, fut, time.perf_counter()))
+        loop = asyncio.get_running_loop()
+        limit = self.config.max_pending_proposals
+        started = time.perf_counter()
+        futures: list[asyncio.Future[Any]] = []
+        for data in items:
+            if len(self._queue) >= limit:
+                self._wake.set()
+                async with self._queue_space:
+                    await self._queue_space.wait_for(lambda: len(self._queue) < limit)
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._queue.append(_Proposal(data, fut, started))
+            futures.append(fut)
         self._wake.set()
-        return await fut
+        return futures
 
     async def read_index(self, timeout: float | None = None) -> int:
         """A linearizable read barrier: returns once this member has applied every
@@ -534,20 +562,47 @@ class RaftNode:
 
     async def _handle_ready(self, rd: Ready) -> None:
         self.metrics.batches += 1
-        for m in rd.early_messages:
-            self._send(m)
+        apply_early = rd.snapshot is None
+        if apply_early and not rd.entries and rd.committed_entries:
+            # Nothing new to replicate: the early messages only spread the commit index
+            # (or are heartbeats), so the clients waiting on these entries are answered
+            # first and the messages leave in the next pass of the event loop.
+            waiting = len(self._inflight)
+            self._apply_all(rd.committed_entries)
+            apply_early = False
+            if rd.early_messages:
+                asyncio.get_running_loop().call_soon(self._send_all, rd.early_messages)
+            if len(self._inflight) < waiting:
+                await asyncio.sleep(0)  # the answered clients' handlers run first
+        else:
+            self._send_all(rd.early_messages)
+        saving: asyncio.Future[None] | None = None
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             started = time.perf_counter()
-            await self._writer.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
-            self.metrics.fsync_latency.observe(time.perf_counter() - started)
+            saving = self._writer.submit(
+                rd.hard_state,
+                rd.entries,
+                rd.snapshot,
+                sync=rd.must_sync,
+                may_block=self.core.role is Role.FOLLOWER,
+            )
+            saving.add_done_callback(self._fsync_observer(started))
+        if apply_early and (saving is None or not saving.done()):
+            # The core hands out only entries that are already durable here, so they
+            # are applied while the writer thread writes this batch: a leader answers
+            # its clients without waiting for the fsync of the entries after theirs.
+            self._apply_all(rd.committed_entries)
+            apply_early = False
+        if saving is not None:
+            await saving
         for m in rd.messages:
             self._send(m)
+        if apply_early:  # the batch was written right here: its acknowledgements go first
+            self._apply_all(rd.committed_entries)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
             self._reads_waiting_apply.clear()
-        now = time.perf_counter()
-        for entry in rd.committed_entries:
-            self._apply(entry, now)
+            self._apply_all(rd.committed_entries)
         self.core.advance(rd)
         if self.core.conf_index != self._seen_conf_index:
             self._seen_conf_index = self.core.conf_index
@@ -571,6 +626,10 @@ class RaftNode:
             self._notify_waiters()  # wake waiters on applied/commit progress
         await self._maybe_snapshot()
 
+    def _send_all(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            self._send(m)
+
     def _send(self, m: Message) -> None:
         if m.type is MessageType.HEARTBEAT:
             self._heartbeat_sent.setdefault(m.to, time.perf_counter())
@@ -582,6 +641,17 @@ class RaftNode:
             self.core.report_snapshot(m.to, failed=False)
             return
         self.transport.send(m)
+
+    def _fsync_observer(self, started: float) -> Callable[[asyncio.Future[None]], None]:
+        def observe(_: asyncio.Future[None]) -> None:
+            self.metrics.fsync_latency.observe(time.perf_counter() - started)
+
+        return observe
+
+    def _apply_all(self, entries: list[Entry]) -> None:
+        now = time.perf_counter()
+        for entry in entries:
+            self._apply(entry, now)
 
     def _apply(self, entry: Entry, now: float) -> None:
         result: Any = None

@@ -174,7 +174,9 @@ class Ready:
        with one sync for the batch;
     3. send ``messages``;
     4. install ``snapshot`` into the state machine, then apply ``committed_entries``
-       in order, and serve ``read_states`` once applied;
+       in order, and serve ``read_states`` once applied. ``committed_entries`` are
+       durable already (the core hands out only entries persisted by earlier
+       batches), so without a ``snapshot`` they may be applied while step 2 runs;
     5. call :meth:`hacoord.raft.core.RaftCore.advance` with this object.
     """
 

@@ -108,11 +108,7 @@ class CoordinationService:
 
     async def submit(self, request: Request, timeout: float = 5.0) -> Result:
         """Replicate a client request and return its result (or raise its refusal)."""
-        if isinstance(request.command, LeaseExpire | LeaseCheckpoint):
-            raise InvalidCommandError(
-                f"{type(request.command).__name__} is proposed by the leader only"
-            )
-        check_limits(request.command, self.limits)
+        self._check(request)
         return await self._propose(request, timeout)
 
     async def submit_many(self, data: list[bytes], timeout: float = 5.0) -> list[list[Any]]:
@@ -125,14 +121,40 @@ class CoordinationService:
         """
         if not self.node.is_leader:
             raise NotLeaderError(self.node.id, self.node.leader_id)
-
-        async def one(item: bytes) -> list[Any]:
+        outcomes: list[list[Any]] = [[]] * len(data)
+        accepted: list[int] = []
+        payloads: list[bytes] = []
+        for i, item in enumerate(data):
             try:
-                return ["ok", result_to_wire(await self.submit(decode_request(item), timeout))]
+                request = decode_request(item)
+                self._check(request)
             except CoordError as exc:
-                return ["error", error_to_wire(exc)]
+                outcomes[i] = ["error", error_to_wire(exc)]
+            else:
+                accepted.append(i)
+                payloads.append(encode_request(request))
+        if not payloads:
+            return outcomes
+        async with asyncio.timeout(timeout):
+            futures = await self.node.propose_many(payloads)
+            try:
+                for i, fut in zip(accepted, futures, strict=True):
+                    try:
+                        outcomes[i] = ["ok", result_to_wire(await fut)]
+                    except CoordError as exc:
+                        outcomes[i] = ["error", error_to_wire(exc)]
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()  # as a timed-out propose() would: the entries stay proposed
+                raise
+        return outcomes
 
-        return list(await asyncio.gather(*(one(item) for item in data)))
+    def _check(self, request: Request) -> None:
+        if isinstance(request.command, LeaseExpire | LeaseCheckpoint):
+            raise InvalidCommandError(
+                f"{type(request.command).__name__} is proposed by the leader only"
+            )
+        check_limits(request.command, self.limits)
 
     async def _propose(self, request: Request, timeout: float) -> Result:
         async with asyncio.timeout(timeout):

@@ -18,11 +18,13 @@ a known peer) and on any failure logs one WARNING and closes the connection with
 replying. After the handshake a frame that is too large, truncated or undecodable
 closes that one connection; everyone else is unaffected.
 
-Sending never blocks: :meth:`TcpTransport.send` appends to the peer's queue and a
-writer task per peer drains everything queued into as few frames as
-``max_frame_bytes`` allows. Raft retransmits, so the transport drops rather than
-waits: when the queue is full, and, while a peer is unreachable, everything queued
-before each failed connection attempt. Reconnection uses jittered exponential
+Sending never blocks: :meth:`TcpTransport.send` writes the first message of an
+event-loop pass straight into the peer's connection when nothing is queued and the
+socket takes data; otherwise it appends to the peer's queue and a writer task per
+peer drains everything queued into as few frames as ``max_frame_bytes`` allows.
+Raft retransmits, so the transport drops rather than waits: when the queue is full,
+and, while a peer is unreachable, everything queued before each failed connection
+attempt. Reconnection uses jittered exponential
 back-off; the driver is told through ``on_unreachable`` once per failed attempt or
 lost connection.
 """
@@ -144,7 +146,17 @@ def _jitter(delay: float) -> float:
 class _PeerLink:
     """Outbound state for one peer: its queue and the writer task draining it."""
 
-    __slots__ = ("addr", "connected", "dial_now", "peer", "queue", "task", "wakeup")
+    __slots__ = (
+        "addr",
+        "connected",
+        "dial_now",
+        "peer",
+        "queue",
+        "task",
+        "wakeup",
+        "writer",
+        "wrote_this_pass",
+    )
 
     def __init__(self, peer: NodeId, addr: Address) -> None:
         self.peer = peer
@@ -153,8 +165,17 @@ class _PeerLink:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.connected = False
+        self.writer: asyncio.StreamWriter | None = None
+        """The live connection, while the writer task pumps it."""
+        self.wrote_this_pass = False
+        """A message went straight out in this pass of the event loop: queue the next
+        ones, so that a burst still leaves in one frame."""
         self.dial_now = asyncio.Event()
         """Set when the peer just connected to us: it is up, so stop backing off."""
+
+    def next_pass(self) -> None:
+        """Called at the next pass of the event loop after a message went straight out."""
+        self.wrote_this_pass = False
 
     async def back_off(self, delay: float) -> bool:
         """Sleep ``delay`` (jittered) unless told to dial now; True if woken early."""
@@ -262,6 +283,20 @@ class TcpTransport:
             self.messages_dropped += 1
             if link is None:
                 log.debug("dropping %s for unknown peer %d", m.type.name, m.to)
+            return
+        writer = link.writer
+        if (
+            writer is not None
+            and not link.queue
+            and not link.wrote_this_pass
+            and not writer.transport.is_closing()
+            and not writer.transport.get_write_buffer_size()
+        ):
+            # Nothing is waiting and the socket takes data: write now rather than wake
+            # the writer task, a pass of the event loop later.
+            self._write(link.peer, writer, [m])
+            link.wrote_this_pass = True
+            asyncio.get_running_loop().call_soon(link.next_pass)
             return
         if len(link.queue) >= self.max_queue:
             self.messages_dropped += 1
@@ -454,6 +489,7 @@ class TcpTransport:
 
         watcher = asyncio.get_running_loop().create_task(watch())
         link.connected = True
+        link.writer = writer
         try:
             while True:
                 if closed_by_peer.done():
@@ -465,17 +501,21 @@ class TcpTransport:
                     continue
                 batch = list(link.queue)
                 link.queue.clear()
-                frames = self._frames(link.peer, batch)
-                data = b"".join(frames)
-                writer.write(data)  # one send() for the whole batch
-                self.frames_sent += len(frames)
-                self.bytes_sent += len(data)
+                self._write(link.peer, writer, batch)
                 await writer.drain()
         finally:
             link.connected = False
+            link.writer = None
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+    def _write(self, peer: NodeId, writer: asyncio.StreamWriter, msgs: list[Message]) -> None:
+        frames = self._frames(peer, msgs)
+        data = b"".join(frames)
+        writer.write(data)  # one send() for the whole batch
+        self.frames_sent += len(frames)
+        self.bytes_sent += len(data)
 
     def _frames(self, peer: NodeId, msgs: list[Message]) -> list[bytes]:
         """Encode ``msgs`` into frames of at most ``max_frame_bytes`` payload each."""
