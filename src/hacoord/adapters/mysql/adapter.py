@@ -25,7 +25,7 @@ from hacoord.adapters.mysql.primary import (
     quarantine_key,
     read_primary,
 )
-from hacoord.adapters.mysql.server import MySQLServer, _query, _run
+from hacoord.adapters.mysql.server import MySQLServer, fetch_rows, run_statements
 from hacoord.adapters.mysql.topology import Topology, choose_candidate, discover
 from hacoord.client.election import Leadership
 from hacoord.coord.commands import Delete, Put
@@ -148,11 +148,12 @@ class MySQLAdapter:
     def _cfg(self, ctx: StepContext) -> ClusterConfig:
         return self.config(str(ctx.params["cluster"]))
 
-    def _server(self, cfg: ClusterConfig, name: str) -> MySQLServer:
+    def server(self, cfg: ClusterConfig, name: str) -> MySQLServer:
+        """Admin access to host ``name`` of ``cfg``."""
         return MySQLServer(cfg.host(name), cfg.admin, cfg.dialect, cfg.connect_timeout_s)
 
     async def _replicate(self, cfg: ClusterConfig, name: str, source: str, demote: bool) -> None:
-        server = self._server(cfg, name)
+        server = self.server(cfg, name)
         if cfg.semi_sync:
             await server.run(cfg.dialect.set_semi_sync(primary=False))
         await server.replicate_from(cfg.host(source), cfg.replication, demote)
@@ -200,7 +201,7 @@ class MySQLAdapter:
 
     async def _freeze_old_primary(self, ctx: StepContext) -> Output:
         cfg = self._cfg(ctx)
-        old = self._server(cfg, ctx.output("check")["old_primary"])
+        old = self.server(cfg, ctx.output("check")["old_primary"])
         await old.set_read_only(True)
         killed = await old.kill_client_connections()
         position = (await old.state()).executed
@@ -215,7 +216,7 @@ class MySQLAdapter:
 
     async def _wait_candidate(self, ctx: StepContext) -> Output:
         cfg = self._cfg(ctx)
-        candidate = self._server(cfg, ctx.output("check")["candidate"])
+        candidate = self.server(cfg, ctx.output("check")["candidate"])
         position = ctx.output("freeze_old_primary")["position"]
         if not await candidate.wait_for_position(position, cfg.catch_up_wait_s):
             raise TimeoutError(
@@ -232,7 +233,7 @@ class MySQLAdapter:
         if ctx.step not in ("freeze_old_primary", "wait_candidate"):
             return
         cfg = self._cfg(ctx)
-        old = self._server(cfg, ctx.output("check")["old_primary"])
+        old = self.server(cfg, ctx.output("check")["old_primary"])
         await old.set_read_only(False)
         log.warning("%s: switchover failed (%s); %s is writable again", cfg.name, error, old.name)
 
@@ -241,7 +242,7 @@ class MySQLAdapter:
     async def _fence_old_primary(self, ctx: StepContext) -> Output:
         cfg = self._cfg(ctx)
         old_name = ctx.params.get("old") or await self._current_primary(ctx, cfg)
-        old = self._server(cfg, old_name)
+        old = self.server(cfg, old_name)
         try:
             await old.set_read_only(True)
             killed = await old.kill_client_connections()
@@ -323,7 +324,7 @@ class MySQLAdapter:
     async def _apply_relay_log(self, ctx: StepContext) -> Output:
         cfg = self._cfg(ctx)
         chosen = ctx.output("choose")
-        candidate = self._server(cfg, chosen["candidate"])
+        candidate = self.server(cfg, chosen["candidate"])
         if not await candidate.wait_for_position(chosen["received"], cfg.relay_log_wait_s):
             raise TimeoutError(
                 f"{candidate.name} did not apply its relay log (up to {chosen['received']})"
@@ -351,30 +352,30 @@ class MySQLAdapter:
         """
         cfg = self._cfg(ctx)
         _, candidate, _, _ = self._plan(ctx)
-        server = self._server(cfg, candidate)
+        server = self.server(cfg, candidate)
         async with server.session() as conn:
             await refuse_older(conn, cfg.name, ctx.token)
-            await _run(server.name, conn, cfg.dialect.set_read_only(True))
-            await _run(server.name, conn, cfg.dialect.forget_replication())
+            await run_statements(server.name, conn, cfg.dialect.set_read_only(True))
+            await run_statements(server.name, conn, cfg.dialect.forget_replication())
             if cfg.semi_sync:
-                await _run(server.name, conn, cfg.dialect.set_semi_sync(primary=True))
+                await run_statements(server.name, conn, cfg.dialect.set_semi_sync(primary=True))
         return {"candidate": candidate}
 
     async def _promote(self, ctx: StepContext) -> Output:
         """Write the token into the fence table and open the candidate for writes."""
         cfg = self._cfg(ctx)
         _, candidate, _, applied = self._plan(ctx)
-        server = self._server(cfg, candidate)
+        server = self.server(cfg, candidate)
         dialect = cfg.dialect
         semi_sync = "off"
         async with server.session() as conn:
             await refuse_older(conn, cfg.name, ctx.token)
             if cfg.semi_sync:
                 semi_sync = await self._semi_sync_or_not(server, conn)
-            await _run(server.name, conn, dialect.admin_writes())
+            await run_statements(server.name, conn, dialect.admin_writes())
             await write_token(conn, cfg.name, ctx.token, candidate)
-            await _run(server.name, conn, dialect.set_read_only(False))
-            [row] = await _query(server.name, conn, dialect.variables_sql)
+            await run_statements(server.name, conn, dialect.set_read_only(False))
+            [row] = await fetch_rows(server.name, conn, dialect.variables_sql)
         log.info("%s: %s promoted with token %d", cfg.name, candidate, ctx.token)
         return {
             "primary": candidate,
@@ -391,11 +392,15 @@ class MySQLAdapter:
         """
         deadline = time.monotonic() + self.replicate_wait_s
         while True:
-            [(_, clients)] = await _query(server.name, conn, server.dialect.semi_sync_clients_sql)
+            [(_, clients)] = await fetch_rows(
+                server.name, conn, server.dialect.semi_sync_clients_sql
+            )
             if int(clients) > 0:
                 return "on"
             if time.monotonic() > deadline:
-                await _run(server.name, conn, server.dialect.set_semi_sync(primary=False)[:1])
+                await run_statements(
+                    server.name, conn, server.dialect.set_semi_sync(primary=False)[:1]
+                )
                 log.warning(
                     "%s: no semi-sync replica connected; opened without semi-sync", server.name
                 )
@@ -405,7 +410,7 @@ class MySQLAdapter:
     async def _repoint(self, ctx: StepContext) -> Output:
         cfg = self._cfg(ctx)
         old, new, others, _ = self._plan(ctx)
-        async with self._server(cfg, new).session() as conn:
+        async with self.server(cfg, new).session() as conn:
             await refuse_older(conn, cfg.name, ctx.token)
         targets = [(name, False) for name in others]
         if ctx.record.kind == SWITCHOVER:
@@ -465,7 +470,7 @@ class MySQLAdapter:
             raise TopologyError(f"cluster {cfg.name}: no published primary to rejoin")
         if record.host == name:
             raise TopologyError(f"{name} is the published primary of {cfg.name}: nothing to do")
-        server = self._server(cfg, name)
+        server = self.server(cfg, name)
         await server.set_read_only(True)
         position = (await server.state()).executed
         lost = cfg.dialect.parse_position(position).missing_from(
@@ -493,13 +498,13 @@ class MySQLAdapter:
                 f" in the failover): {', '.join(inspected['lost'])}"
             )
         else:
-            async with self._server(cfg, primary).session() as conn:
+            async with self.server(cfg, primary).session() as conn:
                 await refuse_older(conn, cfg.name, ctx.token)
             try:
                 await self._replicate(cfg, name, primary, demote=True)
             except ServerError as e:
                 reason = f"could not replicate from {primary}: {e}"
-                await self._server(cfg, name).run(cfg.dialect.stop_replication())
+                await self.server(cfg, name).run(cfg.dialect.stop_replication())
         key = quarantine_key(cfg.name, name)
         if reason is None:
             await _fenced(ctx.leadership, Delete(key))

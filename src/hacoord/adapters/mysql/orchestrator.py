@@ -224,7 +224,7 @@ class Orchestrator:
         }
 
         async def view(name: str) -> ReplicaView:
-            probe = await self.adapter._server(cfg, name).probe()
+            probe = await self.adapter.server(cfg, name).probe()
             if probe.state is None:
                 repl = (reports.get(name) or {}).get("replication") or {}
                 if repl.get("source") == primary:

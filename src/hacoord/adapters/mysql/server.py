@@ -90,24 +90,24 @@ class MySQLServer:
     async def run(self, statements: Sequence[str | tuple[str, tuple[Any, ...]]]) -> None:
         """Execute ``statements`` in order on one connection."""
         async with self.session() as conn:
-            await _run(self.name, conn, statements)
+            await run_statements(self.name, conn, statements)
 
     async def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of one query."""
         async with self.session() as conn:
-            return await _query(self.name, conn, sql, args)
+            return await fetch_rows(self.name, conn, sql, args)
 
     async def state(self) -> ServerState:
         """Ask the server for its state; raises :class:`ServerError` on failure."""
         async with self.session() as conn:
-            [(server_id, version, read_only, executed, log_bin)] = await _query(
+            [(server_id, version, read_only, executed, log_bin)] = await fetch_rows(
                 self.name, conn, self.dialect.variables_sql
             )
             async with conn.cursor(aiomysql.DictCursor) as cur:
                 await _execute(self.name, cur, self.dialect.replica_status_sql)
                 row = await cur.fetchone()
             replica = self.dialect.parse_replica_status(row) if row else None
-            semi = await _query(self.name, conn, self.dialect.semi_sync_status_sql)
+            semi = await fetch_rows(self.name, conn, self.dialect.semi_sync_status_sql)
         return ServerState(
             host=self.host,
             server_id=int(server_id),
@@ -138,7 +138,7 @@ class MySQLServer:
         """Kill every client connection (not replication, not ours); returns who."""
         killed = []
         async with self.session() as conn:
-            rows = await _query(self.name, conn, self.dialect.client_connections_sql)
+            rows = await fetch_rows(self.name, conn, self.dialect.client_connections_sql)
             for conn_id, user, host in rows:
                 try:
                     await _execute(
@@ -154,7 +154,7 @@ class MySQLServer:
         """Whether the server applied ``position`` within ``timeout_s``."""
         sql, args = self.dialect.wait_for_position(position, timeout_s)
         async with self.session() as conn:
-            [(value,)] = await _query(self.name, conn, sql, args)
+            [(value,)] = await fetch_rows(self.name, conn, sql, args)
         return self.dialect.waited(value)
 
     async def replicate_from(self, source: Host, credentials: Credentials, demote: bool) -> None:
@@ -165,18 +165,20 @@ class MySQLServer:
         await self.run(statements)
 
 
-async def _run(
+async def run_statements(
     name: str, conn: aiomysql.Connection, statements: Sequence[str | tuple[str, tuple[Any, ...]]]
 ) -> None:
+    """Execute ``statements`` in order on ``conn`` (errors name the server ``name``)."""
     async with conn.cursor() as cur:
         for statement in statements:
             sql, args = (statement, ()) if isinstance(statement, str) else statement
             await _execute(name, cur, sql, args)
 
 
-async def _query(
+async def fetch_rows(
     name: str, conn: aiomysql.Connection, sql: str, args: tuple[Any, ...] = ()
 ) -> list[tuple[Any, ...]]:
+    """The rows of one query on ``conn`` (errors name the server ``name``)."""
     async with conn.cursor() as cur:
         await _execute(name, cur, sql, args)
         return list(await cur.fetchall())
