@@ -27,6 +27,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from hacoord.adapters.debian import apt_install
 from hacoord.adapters.dns import DnsSettings
 
 NAMED = "/usr/sbin/named"
@@ -45,25 +46,9 @@ def ensure_bind9_installed() -> None:
     """
     if os.path.exists(NAMED):
         return
-    if os.geteuid() != 0:
-        raise Bind9UnavailableError(
-            f"{NAMED} is missing; install Debian's bind9 package (automatic install needs root)"
-        )
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        raise Bind9UnavailableError(f"{NAMED} is missing and apt-get is not available")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        [apt_get, "update", "-qq"],
-        [apt_get, "install", "-y", "-qq", "bind9", "bind9-utils"],
-    ):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            output = (result.stdout + result.stderr).strip()[-2000:]
-            raise Bind9UnavailableError(
-                f"{NAMED} is missing; `{' '.join(command)}` failed with exit code"
-                f" {result.returncode}:\n{output}"
-            )
+    problem = apt_install(["bind9", "bind9-utils"])
+    if problem is not None:
+        raise Bind9UnavailableError(f"{NAMED} is missing; {problem}")
     if not os.path.exists(NAMED):
         raise Bind9UnavailableError(f"installed bind9 but {NAMED} is still missing")
 

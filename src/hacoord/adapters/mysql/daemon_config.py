@@ -52,6 +52,7 @@ from typing import Any
 
 from hacoord.adapters.mysql.config import ClusterConfig
 from hacoord.adapters.mysql.orchestrator import OrchestratorTimings
+from hacoord.server.config_file import parse_address
 
 _DAEMON_KEYS = {
     "http",
@@ -126,13 +127,6 @@ def _check(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
             raise ValueError(f"{where}: unknown setting {key!r}{hint}")
 
 
-def _address(text: Any, where: str) -> tuple[str, int]:
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{where}: expected host:port, got {text!r}")
-    return host, int(port)
-
-
 def parse_daemon_config(
     raw: Mapping[str, Any], name: str, env: Mapping[str, str] | None = None
 ) -> DaemonConfig:
@@ -179,9 +173,9 @@ def parse_daemon_config(
             raise ValueError(f"{name} [daemon]: {what} must be > 0, got {value}")
     if timings.failures_to_confirm < 1:
         raise ValueError(f"{name} [daemon]: failures_to_confirm must be >= 1")
-    http = _address(daemon["http"], f"{name} [daemon] http") if "http" in daemon else None
+    http = parse_address(daemon["http"], f"{name} [daemon] http") if "http" in daemon else None
     via = {
-        str(k): _address(v, f"{name} [daemon] probe_via")
+        str(k): parse_address(v, f"{name} [daemon] probe_via")
         for k, v in daemon.get("probe_via", {}).items()
     }
     return DaemonConfig(

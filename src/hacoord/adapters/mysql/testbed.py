@@ -43,6 +43,8 @@ from typing import Any
 
 import aiomysql
 
+from hacoord.adapters.debian import apt_install
+
 __all__ = [
     "MariaDBStartError",
     "MariaDBTestBed",
@@ -135,26 +137,9 @@ def ensure_mariadb_installed() -> None:
     if not missing:
         return
     what = ", ".join(missing)
-    if os.geteuid() != 0:
-        raise MariaDBUnavailableError(
-            f"MariaDB binaries not found: {what}; install the mariadb-server package "
-            "(automatic installation needs root)"
-        )
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        raise MariaDBUnavailableError(f"MariaDB binaries not found: {what}; apt-get is missing")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        [apt_get, "update", "-qq"],
-        [apt_get, "install", "-y", "-qq", "mariadb-server"],
-    ):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            output = (result.stdout + result.stderr).strip()[-2000:]
-            raise MariaDBUnavailableError(
-                f"MariaDB binaries not found: {what}; `{' '.join(command)}` failed "
-                f"with exit code {result.returncode}:\n{output}"
-            )
+    problem = apt_install(["mariadb-server"])
+    if problem is not None:
+        raise MariaDBUnavailableError(f"MariaDB binaries not found: {what}; {problem}")
     still_missing = _missing_binaries()
     if still_missing:
         raise MariaDBUnavailableError(
