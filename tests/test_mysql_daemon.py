@@ -300,6 +300,9 @@ async def test_agents_report_under_their_lease_and_the_http_api_acts(
                 assert r.status == 200
             async with http.post(f"{base}/{CLUSTER}/maintenance", json={"host": "x:1"}) as r:
                 assert r.status == 400
+            bad = {"candidate": name(bed, 1), "wait_s": "soon"}
+            async with http.post(f"{base}/{CLUSTER}/switchover", json=bad) as r:
+                assert r.status == 400 and "wait_s" in (await r.json())["error"]
             body = {"candidate": name(bed, 1), "wait_s": 60}
             async with http.post(f"{base}/{CLUSTER}/switchover", json=body) as r:
                 assert r.status == 200, await r.text()

@@ -226,7 +226,9 @@ class MySQLHttpApi:
                 self.adapter.config(name).host(str(candidate))
             except KeyError as e:
                 raise _bad(str(e.args[0])) from None
-        wait_s = float(body.get("wait_s", 30.0))
+        wait_s = body.get("wait_s", 30.0)
+        if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or wait_s < 0:
+            raise _bad(f"wait_s must be a number of seconds >= 0, got {wait_s!r}")
         request_id = await request_switchover(self.client, name, candidate)
         deadline = time.monotonic() + wait_s
         store = WorkflowStore(self.client, NAMESPACE)
