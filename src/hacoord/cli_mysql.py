@@ -26,7 +26,8 @@ async def _status(client: Client, args: argparse.Namespace) -> int:
         decision_key,
         maintenance_prefix,
         observers_prefix,
-        quarantine_key,
+        quarantine_prefix,
+        read_entries,
     )
     from hacoord.adapters.mysql.primary import read_primary
     from hacoord.adapters.mysql.status_view import render_status
@@ -38,15 +39,9 @@ async def _status(client: Client, args: argparse.Namespace) -> int:
         topology = await discover(cfg)
         published = await read_primary(client, cfg.name)
         decision = await client.get(decision_key(cfg.name))
-        observers = {
-            kv.key.rsplit("/", 1)[-1]: json.loads(kv.value)
-            for kv in (await client.range(observers_prefix(cfg.name), prefix=True)).kvs
-        }
-        prefix = maintenance_prefix(cfg.name)
-        maintenance = {
-            kv.key[len(prefix) :] for kv in (await client.range(prefix, prefix=True)).kvs
-        }
-        quarantined = {h for h in cfg.host_names() if await client.get(quarantine_key(cfg.name, h))}
+        observers = await read_entries(client, observers_prefix(cfg.name))
+        maintenance = set(await read_entries(client, maintenance_prefix(cfg.name)))
+        quarantined = set(await read_entries(client, quarantine_prefix(cfg.name)))
         print(
             render_status(
                 topology,

@@ -28,7 +28,8 @@ from hacoord.adapters.mysql.keys import (
     decision_key,
     maintenance_prefix,
     observers_prefix,
-    quarantine_key,
+    quarantine_prefix,
+    read_entries,
 )
 from hacoord.adapters.mysql.monitor import Monitor
 from hacoord.adapters.mysql.orchestrator import (
@@ -37,7 +38,7 @@ from hacoord.adapters.mysql.orchestrator import (
     request_switchover,
     set_maintenance,
 )
-from hacoord.adapters.mysql.primary import read_primary
+from hacoord.adapters.mysql.primary import PrimaryRecord, read_primary
 from hacoord.client.client import Client
 from hacoord.workflow import WorkflowRecord, WorkflowStore
 
@@ -105,8 +106,7 @@ class MySQLHttpApi:
             raise _bad("body must be a JSON object")
         return body
 
-    async def _summary(self, name: str) -> dict[str, Any]:
-        primary = await read_primary(self.client, name)
+    async def _summary(self, name: str, primary: PrimaryRecord | None) -> dict[str, Any]:
         decision = await self.client.get(decision_key(name))
         return {
             "name": name,
@@ -117,24 +117,19 @@ class MySQLHttpApi:
 
     async def clusters(self, request: web.Request) -> web.Response:
         """``GET /v1/mysql/clusters``."""
-        return web.json_response([await self._summary(n) for n in self.adapter.clusters])
+        return web.json_response(
+            [
+                await self._summary(n, await read_primary(self.client, n))
+                for n in self.adapter.clusters
+            ]
+        )
 
     async def cluster(self, request: web.Request) -> web.Response:
         """``GET /v1/mysql/clusters/{name}``: everything an operator looks at first."""
         name = self._name(request)
-        summary = await self._summary(name)
         primary = await read_primary(self.client, name)
+        summary = await self._summary(name, primary)
         topology = await self.adapter.discover(name)
-
-        async def prefixed(prefix: str) -> dict[str, Any]:
-            kvs = (await self.client.range(prefix, prefix=True)).kvs
-            return {kv.key[len(prefix) :]: json.loads(kv.value or b"{}") for kv in kvs}
-
-        quarantined = {}
-        for host in self.adapter.config(name).host_names():
-            kv = await self.client.get(quarantine_key(name, host))
-            if kv is not None:
-                quarantined[host] = json.loads(kv.value)
         servers = {}
         for host, probe in topology.probes.items():
             state = probe.state
@@ -160,10 +155,10 @@ class MySQLHttpApi:
                     "problems": list(topology.problems),
                     "lines": topology.describe(),
                 },
-                "observers": await prefixed(observers_prefix(name)),
-                "agents": await prefixed(agents_prefix(name)),
-                "maintenance": await prefixed(maintenance_prefix(name)),
-                "quarantined": quarantined,
+                "observers": await read_entries(self.client, observers_prefix(name)),
+                "agents": await read_entries(self.client, agents_prefix(name)),
+                "maintenance": await read_entries(self.client, maintenance_prefix(name)),
+                "quarantined": await read_entries(self.client, quarantine_prefix(name)),
             }
         )
 

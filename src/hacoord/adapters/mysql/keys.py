@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from hacoord.client.client import Client
+
 MYSQL_PREFIX = "hacoord/mysql/"
 ORCHESTRATOR_ELECTION = "mysql-orchestrator"
 
@@ -16,9 +21,14 @@ def primary_key(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}primary"
 
 
+def quarantine_prefix(cluster: str) -> str:
+    """Quarantined hosts, one key each saying why."""
+    return f"{cluster_prefix(cluster)}quarantine/"
+
+
 def quarantine_key(cluster: str, host: str) -> str:
     """Why ``host`` is quarantined (absent when it is not)."""
-    return f"{cluster_prefix(cluster)}quarantine/{host}"
+    return quarantine_prefix(cluster) + host
 
 
 def agents_prefix(cluster: str) -> str:
@@ -49,3 +59,9 @@ def switchover_request_key(cluster: str) -> str:
 def decision_key(cluster: str) -> str:
     """The orchestrator's latest verdict on the primary and why."""
     return f"{cluster_prefix(cluster)}decision"
+
+
+async def read_entries(client: Client, prefix: str, linearizable: bool = True) -> dict[str, Any]:
+    """The JSON values under ``prefix``, by the rest of their key (a host or a member)."""
+    result = await client.range(prefix, prefix=True, linearizable=linearizable)
+    return {kv.key[len(prefix) :]: json.loads(kv.value) if kv.value else {} for kv in result.kvs}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hacoord.adapters.mysql.config import ClusterConfig, Host
-from hacoord.adapters.mysql.keys import agents_prefix, observers_prefix
+from hacoord.adapters.mysql.keys import agents_prefix, observers_prefix, read_entries
 from hacoord.adapters.mysql.server import MySQLServer
 from hacoord.client.client import Client
 from hacoord.client.leases import Lease
@@ -126,8 +126,7 @@ class Monitor:
             self._round_done.notify_all()
 
     async def _check_agents(self, cfg: ClusterConfig) -> None:
-        result = await self.client.range(agents_prefix(cfg.name), prefix=True, linearizable=False)
-        reports = {kv.key.rsplit("/", 1)[-1]: json.loads(kv.value) for kv in result.kvs}
+        reports = await read_entries(self.client, agents_prefix(cfg.name), linearizable=False)
         previous = self._agents[cfg.name]
         alerts: dict[str, list[str]] = {}
         for host in cfg.host_names():

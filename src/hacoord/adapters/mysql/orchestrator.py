@@ -34,7 +34,8 @@ from hacoord.adapters.mysql.keys import (
     decision_key,
     maintenance_prefix,
     observers_prefix,
-    quarantine_key,
+    quarantine_prefix,
+    read_entries,
     switchover_request_key,
 )
 from hacoord.adapters.mysql.primary import PrimaryRecord, publish_primary, read_primary
@@ -71,8 +72,7 @@ class OrchestratorTimings:
 
 async def maintenance_hosts(client: Client, cluster: str) -> set[str]:
     """Hosts of ``cluster`` currently in maintenance."""
-    prefix = maintenance_prefix(cluster)
-    return {kv.key[len(prefix) :] for kv in (await client.range(prefix, prefix=True)).kvs}
+    return set(await read_entries(client, maintenance_prefix(cluster)))
 
 
 async def last_automatic_failover(client: Client, cluster: str) -> WorkflowRecord | None:
@@ -186,12 +186,11 @@ class Orchestrator:
         primary back from a crash): they become replicas, or are quarantined."""
         topology = await discover(cfg)
         skip = await maintenance_hosts(self.client, cfg.name)
+        skip |= set(await read_entries(self.client, quarantine_prefix(cfg.name)))
         for name, probe in topology.probes.items():
             if name == record.host or name in skip or probe.state is None:
                 continue
             if probe.state.replica is not None:
-                continue
-            if await self.client.get(quarantine_key(cfg.name, name)) is not None:
                 continue
             log.info("%s: %s replicates from nobody: rejoining it", cfg.name, name)
             try:
@@ -205,10 +204,9 @@ class Orchestrator:
         """Classify ``primary`` from every member's observation and the replicas' views."""
         if primary in await maintenance_hosts(self.client, cfg.name):
             return Decision(Verdict.ALIVE, f"{primary} is in maintenance: not watched")
-        result = await self.client.range(observers_prefix(cfg.name), prefix=True)
         observations = [
-            observation_from_json(kv.key.rsplit("/", 1)[-1], json.loads(kv.value))
-            for kv in result.kvs
+            observation_from_json(member, raw)
+            for member, raw in (await read_entries(self.client, observers_prefix(cfg.name))).items()
         ]
         replicas = await self._replica_views(cfg, primary)
         return classify(
@@ -217,11 +215,7 @@ class Orchestrator:
 
     async def _replica_views(self, cfg: ClusterConfig, primary: str) -> list[ReplicaView]:
         """Each replica's own account: asked directly, else its agent's last report."""
-        prefix = agents_prefix(cfg.name)
-        reports = {
-            kv.key[len(prefix) :]: json.loads(kv.value)
-            for kv in (await self.client.range(prefix, prefix=True)).kvs
-        }
+        reports = await read_entries(self.client, agents_prefix(cfg.name))
 
         async def view(name: str) -> ReplicaView:
             probe = await self.adapter.server(cfg, name).probe()
