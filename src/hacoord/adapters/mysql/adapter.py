@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hacoord.adapters.mysql.config import ClusterConfig
+from hacoord.adapters.mysql.dialect import ReplicaStatus
 from hacoord.adapters.mysql.errors import ServerError, TopologyError, UnreachableError
 from hacoord.adapters.mysql.fence import refuse_older, write_token
 from hacoord.adapters.mysql.hooks import run_hook
@@ -521,7 +522,7 @@ async def _fenced(leadership: Leadership, op: Put | Delete) -> None:
         raise FencedOutError("-", leadership.token, "the leadership ended")
 
 
-def _errors(replica: Any) -> str:
+def _errors(replica: ReplicaStatus) -> str:
     parts = [
         f"io {'running' if replica.io_running else 'stopped'}",
         f"sql {'running' if replica.sql_running else 'stopped'}",
