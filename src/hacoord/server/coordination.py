@@ -206,8 +206,11 @@ class CoordinationService:
         The leader first confirms with a heartbeat round (batched like ReadIndex) that
         it still leads: a deposed leader that has not noticed yet must not renew, or
         the holder would count on time that the new leader does not give it.
+
+        Only such a confirmed leader that times leases answers "lease not found": any
+        other member may not have applied the grant yet, so it redirects (or answers a
+        retryable error) and never makes a client give up a live lease.
         """
-        self.sm.lease(lease_id)  # refuse an unknown lease before the heartbeat round
         (ttl,) = await self.keep_alive_many([lease_id], timeout)
         if not ttl:
             raise LeaseNotFoundError(lease_id)
