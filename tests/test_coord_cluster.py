@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import signal
@@ -11,11 +12,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import msgpack
 import pytest
 
 import hacoord
-from hacoord.client import Client, LeaseLostError
+from hacoord.client import Client, Election, LeaseLostError
 from hacoord.coord import (
     Compare,
     CompareOp,
@@ -26,6 +28,7 @@ from hacoord.coord import (
     Target,
     Txn,
 )
+from hacoord.coord.election import candidates_prefix
 from hacoord.raft.timing import Timing
 from hacoord.server.local_cluster import LocalCluster
 
@@ -206,22 +209,25 @@ async def test_one_holder_at_a_time_while_the_cluster_leader_is_killed(
 
     Every term of office is recorded by the holder itself: elected when ``acquire``
     returned; ended just before resigning, or, for a holder that goes silent (stops
-    its keep-alives, like a hung process), when its ``lost()`` fired. The next holder
-    must be elected only after the previous one stopped, tokens must grow, and no
-    lease may be lost to a failover.
+    its keep-alives, like a hung process), when its ``lost()`` fired. Every third
+    election (counted when it is won) is silent. The next holder must be elected only
+    after the previous one stopped, tokens must grow, and no lease may be lost to a
+    failover, neither a holder's nor a waiting candidate's.
     """
     terms: list[tuple[float, float, int, str, str]] = []
+    won = itertools.count()
     stop = asyncio.Event()
     new_term = asyncio.Event()
+    elections: list[Election] = []
 
     async def candidate(name: str) -> None:
         async with hacoord.connect(cluster.endpoints(), deadline_s=20) as c:
             election = c.election("orders")
+            elections.append(election)
             while not stop.is_set():
                 leadership = await election.acquire(name.encode(), ttl_s=2.0)
                 elected = time.monotonic()
-                silent = len(terms) % 3 == 2
-                if silent:
+                if next(won) % 3 == 2:
                     await leadership.lease.stop()
                     await leadership.lost()
                     ended, reason = time.monotonic(), "silent"
@@ -238,6 +244,18 @@ async def test_one_holder_at_a_time_while_the_cluster_leader_is_killed(
                 new_term.set()
 
     tasks = [asyncio.create_task(candidate(n)) for n in ("a", "b")]
+
+    async def next_term() -> None:
+        """Wait for a term to end; a candidate that dies fails the test at once."""
+        new_term.clear()
+        waiter = asyncio.create_task(new_term.wait())
+        done, _ = await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for task in tasks:
+            if task in done:
+                task.result()  # raises what killed the candidate
+                raise AssertionError("a candidate stopped campaigning")
+
     try:
         for _ in range(4):
             leader = await cluster.wait_in_sync()
@@ -246,8 +264,7 @@ async def test_one_holder_at_a_time_while_the_cluster_leader_is_killed(
             cluster.start(leader)
             before = len(terms)
             while len(terms) < before + 2:  # holders keep changing after the failover
-                new_term.clear()
-                await asyncio.wait_for(new_term.wait(), 30)
+                await next_term()
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -255,10 +272,93 @@ async def test_one_holder_at_a_time_while_the_cluster_leader_is_killed(
     assert len(terms) >= 8
     assert "silent" in {t[4] for t in terms}
     assert {t[4] for t in terms} <= {"", "silent"}, "no lease lost to a failover"
+    assert [e.recampaigns for e in elections] == [0, 0], "no waiting candidate lost its lease"
     tokens = [t[2] for t in terms]
     assert tokens == sorted(set(tokens)), "tokens grow strictly"
     for prev, nxt in itertools.pairwise(terms):
         assert prev[1] <= nxt[0], f"{nxt[3]} elected before {prev[3]} stopped ({prev[4]})"
+
+
+async def test_a_waiting_candidate_whose_lease_ends_campaigns_again(
+    cluster: LocalCluster, client: Client
+) -> None:
+    holder = await client.election("jobs").acquire(b"first", ttl_s=2)
+    async with hacoord.connect(cluster.endpoints()) as other:
+        election = other.election("jobs")
+        waiting = asyncio.create_task(election.acquire(b"second", ttl_s=2))
+        prefix = candidates_prefix("jobs")
+        start = (await client.range(prefix, prefix=True)).revision
+        async for event in client.watch(prefix, True, start):
+            if event.type is EventType.PUT and event.kv.value == b"second":
+                first_lease = event.kv.lease
+                break
+        await client.revoke(first_lease)  # the waiting candidate's lease ends
+        async for event in client.watch(prefix, True, start):
+            if event.type is EventType.PUT and event.kv.lease not in (first_lease, holder.lease.id):
+                break  # it campaigned again with a new lease
+        assert not waiting.done()
+        assert (await client.election("jobs").leader()) == holder.holder
+        await holder.resign()
+        second = await asyncio.wait_for(waiting, 10)
+        assert election.recampaigns == 1
+        assert second.token > holder.token and second.lease.id != first_lease
+        assert not second.is_lost
+        await second.resign()
+
+
+async def test_a_member_that_has_not_applied_a_grant_never_says_lease_not_found(
+    cluster: LocalCluster, client: Client
+) -> None:
+    """Kill a follower, grant a lease, kill the leader, restart the follower: while the
+    restarted member catches up it must redirect or ask for a retry, never answer 409."""
+    leader = await cluster.wait_in_sync()
+    behind = next(nid for nid in cluster.members if nid != leader)
+    cluster.kill(behind)
+    lease = await client.grant(30)
+    granted_at = (await cluster.status(leader) or {})["commit_index"]
+    cluster.kill(leader)
+    cluster.start(behind)
+    answers: list[tuple[int, str]] = []
+    while True:
+        try:
+            async with cluster.http().post(
+                cluster.url(behind, "/v1/coord/keepalive"), data=msgpack.packb([lease.id])
+            ) as resp:
+                reply = msgpack.unpackb(await resp.read())
+                answers.append((resp.status, reply[0]))
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            await asyncio.sleep(0.01)  # not listening yet: poll again shortly
+            continue
+        status = await cluster.status(behind)
+        if status and status["applied_index"] >= granted_at and status["leader"]:
+            break
+    assert answers, "the restarted member answered no keep-alive"
+    assert all(status != 409 for status, _ in answers), answers
+    await asyncio.wait_for(_renewed_after(client, lease.id), 10)
+    assert not lease.is_lost, lease.lost_reason
+
+
+async def test_200_leases_survive_20_leader_kills(cluster: LocalCluster, client: Client) -> None:
+    """Four clients (each starting at a random member) keep 50 leases each alive."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(hacoord.connect(cluster.endpoints())) for _ in range(4)
+        ]
+        grants = (c.grant(4.0) for c in clients for _ in range(50))
+        leases = await asyncio.gather(*grants)
+        await _kill_the_leader_again_and_again(cluster, 20)
+        lost = {lease.id: lease.lost_reason for lease in leases if lease.is_lost}
+        assert lost == {}, f"{len(lost)} of 200 leases lost: {lost}"
+        assert set(await client.leases()) >= {lease.id for lease in leases}
+
+
+async def _kill_the_leader_again_and_again(cluster: LocalCluster, times: int) -> None:
+    for _ in range(times):
+        leader = await cluster.wait_in_sync()
+        cluster.kill(leader)
+        await cluster.wait_for_leader(exclude={leader})
+        cluster.start(leader)
+    await cluster.wait_in_sync()
 
 
 async def _cli(*args: str) -> tuple[int, list[dict[str, object]], str]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hacoord.client.errors import LeaseLostError
 from hacoord.client.leases import Lease
 from hacoord.coord.commands import TxnOp
 from hacoord.coord.election import (
@@ -26,6 +26,8 @@ from hacoord.coord.results import Event, EventType, TxnResult
 
 if TYPE_CHECKING:
     from hacoord.client.client import Client
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Election:
         self.name = name
         self.prefix = prefix
         self.candidates = candidates_prefix(name, prefix)
+        self.recampaigns = 0
+        """How often a waiting candidate's lease ended and it campaigned again."""
 
     async def leader(self) -> Holder | None:
         """The current holder (linearizable read), or ``None``."""
@@ -112,23 +116,46 @@ class Election:
                 await leadership.resign()
 
     async def acquire(self, value: bytes, ttl_s: float = 5.0) -> Leadership:
-        """Campaign until elected and return the leadership (resign it yourself)."""
-        lease = await self.client.grant(ttl_s)
-        try:
-            return await self._wait_elected(lease, value)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.client.revoke(lease.id))
-            raise
+        """Campaign until elected and return the leadership (resign it yourself).
 
-    async def _wait_elected(self, lease: Lease, value: bytes) -> Leadership:
+        A candidate whose lease ends while it waits (the cluster expired it, or no
+        keep-alive got through within the TTL) was never issued a token, so it
+        campaigns again with a fresh lease, behind the candidates already waiting;
+        :attr:`recampaigns` counts how often. Errors reaching the cluster (for
+        example :class:`~hacoord.client.errors.UnavailableError` when a grant cannot
+        be made before the client's deadline) propagate with their reason.
+        """
+        while True:
+            lease = await self.client.grant(ttl_s)
+            try:
+                leadership = await self._wait_elected(lease, value)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.client.revoke(lease.id))
+                raise
+            if leadership is not None:
+                return leadership
+            reason = lease.lost_reason or "its candidate key was deleted"
+            log.warning(
+                "%s: the lease of this candidate ended while waiting (%s); "
+                "campaigning again with a new lease",
+                self.name,
+                reason,
+            )
+            self.recampaigns += 1
+            await lease.stop()
+            with contextlib.suppress(Exception):
+                await self.client.revoke(lease.id)
+
+    async def _wait_elected(self, lease: Lease, value: bytes) -> Leadership | None:
+        """The leadership once elected, or ``None`` when the lease ended first."""
         key = candidate_key(self.name, lease.id, self.prefix)
         await self.client.txn(campaign_txn(self.name, lease.id, value, self.prefix))
         while True:
             result = await self.client.range(self.candidates, prefix=True)
             mine = next((kv for kv in result.kvs if kv.key == key), None)
             if mine is None or lease.is_lost:
-                raise LeaseLostError(f"{self.name}: the lease of this candidate ended")
+                return None
             holder = holder_of(result.kvs)
             assert holder is not None
             if holder.key == key:

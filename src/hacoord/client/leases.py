@@ -113,6 +113,12 @@ class Lease:
                         min(interval, max(0.0, self.deadline - time.monotonic())) / 4
                     )
                     continue
+                if time.monotonic() >= self.deadline:
+                    # Renewed, but only after the deadline passed: the holder may already
+                    # have seen is_lost and stopped acting, so the lease must not come
+                    # back to life under it.
+                    self._mark_lost("the keep-alive was answered only after the deadline")
+                    return
                 self.deadline = sent + ttl_s * (1 - self.safety_margin)
                 wait = min(interval, max(0.0, self.deadline - time.monotonic()))
                 await asyncio.sleep(wait)
