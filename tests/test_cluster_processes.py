@@ -14,9 +14,9 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from faultproxy import FaultProxy
 from hacoord.raft.timing import Timing
 from hacoord.server.local_cluster import LocalCluster
+from hacoord.testing.faultproxy import FaultProxy
 from leaders import assert_one_leader_per_term
 
 TIMING = Timing(heartbeat_ms=30, election_timeout_ms=300)

@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 
 import hacoord
-from faultproxy import FaultProxy
 from hacoord.adapters.mysql.adapter import FAILOVER, NAMESPACE
 from hacoord.adapters.mysql.agent import Agent, agent_key
 from hacoord.adapters.mysql.config import ClusterConfig, Credentials, Host
@@ -34,6 +33,7 @@ from hacoord.adapters.mysql.testbed import (
 from hacoord.client import Client
 from hacoord.raft.timing import Timing
 from hacoord.server.local_cluster import LocalCluster, free_ports
+from hacoord.testing.faultproxy import FaultProxy
 from hacoord.workflow import WorkflowStore
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]

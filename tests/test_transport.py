@@ -16,9 +16,9 @@ import msgpack
 import pytest
 
 from certs import OPENSSL_MISSING, make_certs
-from faultproxy import FaultProxy
 from hacoord.raft.codec import encode_batch
 from hacoord.raft.types import Entry, Message, MessageType
+from hacoord.testing.faultproxy import FaultProxy
 from hacoord.transport.tcp import TcpTransport, encode_handshake, make_ssl_contexts
 
 CLUSTER = "prod"

@@ -24,6 +24,10 @@ from hacoord.server.coord_ops import run_op
 LEADER_OPS = frozenset({"submit", "submit_many", "keepalive", "keepalive_many"})
 MAX_RETRY_DELAY_S = 0.1
 """Retries stay frequent: a lease must be renewed soon after a failover ends."""
+ATTEMPTS_PER_BUDGET = 3
+"""One attempt may take at most this fraction of a call's time budget..."""
+MIN_ATTEMPT_S = 0.2
+"""...but never less than this (a loaded member still gets time to answer)."""
 
 
 class Redirect(Exception):
@@ -97,6 +101,10 @@ class HttpTransport:
     async def call(self, op: str, body: Any, deadline: float) -> Any:
         """POST to ``/v1/coord/<op>``, trying members in turn until ``deadline``."""
         data = body if isinstance(body, bytes) else msgpack.packb(body)
+        # A hung member (paused, or cut off with its connections open) never answers:
+        # each attempt may use only part of the budget, so others get their turn
+        # while there is still time (a keep-alive's budget is what is left of the TTL).
+        share = (deadline - time.monotonic()) / ATTEMPTS_PER_BUDGET
         problems: list[str] = []
         delay = 0.02
         redirected_to: set[str] = set()
@@ -107,7 +115,9 @@ class HttpTransport:
                 if remaining <= 0:
                     break
                 try:
-                    return await self._post(url, op, data, min(remaining, self._timeout(op, body)))
+                    return await self._post(
+                        url, op, data, self._timeout(op, body, remaining, share)
+                    )
                 except Redirect as exc:
                     problems.append(f"{url}: {exc}")
                     leader = f"{url.split('://')[0]}://{exc.http}" if exc.http else None
@@ -132,10 +142,10 @@ class HttpTransport:
         tried = "; ".join(problems[-6:]) or "no attempt fitted in the deadline"
         raise UnavailableError(f"{op}: no member answered before the deadline ({tried})")
 
-    def _timeout(self, op: str, body: Any) -> float:
+    def _timeout(self, op: str, body: Any, remaining: float, share: float) -> float:
         if op == "watch":
-            return float(body[3]) / 1000 + self.attempt_timeout
-        return self.attempt_timeout
+            return min(remaining, float(body[3]) / 1000 + self.attempt_timeout)
+        return min(remaining, self.attempt_timeout, max(share, MIN_ATTEMPT_S))
 
     async def _post(self, url: str, op: str, data: bytes, timeout: float) -> Any:
         async with self._http().post(

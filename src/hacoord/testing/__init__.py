@@ -1,0 +1,1 @@
+"""Tools for tests and benchmarks of hacoord deployments (not used by the library itself)."""
