@@ -1,6 +1,7 @@
 """Failover time of a 3-process cluster: SIGKILL the leader, time the first new commit.
 
     python benchmarks/failover.py --kills 30 --election-timeout-ms 150
+    python -m benchmarks.failover --kills 3          (the smoke test, a few seconds)
 
 Prints one JSON object: p50/p99/max of "leader killed -> a new write is committed"
 in milliseconds, and the same as multiples of the election timeout.
@@ -31,7 +32,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _first_commit_after(cluster: LocalCluster, key: str, deadline_s: float) -> float:
     """Hammer every running member with the same write until one acknowledges it."""
-    session = cluster._http()
+    session = cluster.http()
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         for nid in cluster.running():
@@ -46,6 +47,7 @@ async def _first_commit_after(cluster: LocalCluster, key: str, deadline_s: float
 
 
 async def _caught_up(cluster: LocalCluster, nid: int, leader: int) -> None:
+    """Poll until ``nid`` follows ``leader`` and has applied the leader's commit index."""
     while True:
         a, b = await cluster.status(nid), await cluster.status(leader)
         if a and b and a["applied_index"] >= b["commit_index"] and a["leader"] == leader:
@@ -104,7 +106,7 @@ def main() -> None:
     args = p.parse_args()
     if args.kills < 1:
         p.error("--kills must be >= 1")
-    heartbeat = args.heartbeat_ms or args.election_timeout_ms / 5
+    heartbeat = args.election_timeout_ms / 5 if args.heartbeat_ms is None else args.heartbeat_ms
     print(json.dumps(asyncio.run(run(args.kills, args.election_timeout_ms, heartbeat))))
 
 

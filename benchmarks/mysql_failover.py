@@ -1,6 +1,7 @@
 """MySQL failover time on real MariaDB, BIND9 and three daemon processes.
 
     python benchmarks/mysql_failover.py --kills 10
+    python -m benchmarks.mysql_failover --kills 1     (the smoke test, ~10 s)
 
 For each kill, a fresh site (three MariaDB servers, BIND9, three daemon processes):
 SIGKILL the primary while a client writes continuously, then time (a) detection (the
@@ -56,13 +57,16 @@ class Writer:
         self.first_ok_at: dict[int, float] = {}  # server index -> wall time of 1st ack
 
     def index(self, host: str) -> int:
+        """The test bed index of the server published as ``host``."""
         return next(i for i in range(len(self.site.bed.servers)) if self.site.name(i) == host)
 
     async def follow(self, client: Client) -> None:
+        """Keep :attr:`primary` on the published primary record (runs until cancelled)."""
         async for record in watch_primary(client, "orders"):
             self.primary = record
 
     async def write(self) -> None:
+        """Insert rows one by one into :attr:`primary`, recording each acknowledged id."""
         next_id = 0
         conn: Any = None
         conn_index = -1
@@ -144,6 +148,7 @@ async def one_kill(
 
 
 async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    """Run ``args.kills`` rounds, each on a fresh site under ``base``; return the figures."""
     samples: dict[str, list[float]] = {"detection": [], "writable": [], "dns": []}
     acked_total = lost_total = 0
     for kill in range(args.kills):
@@ -193,6 +198,7 @@ async def _replicating(site: LocalSite, index: int) -> bool:
 
 
 def main() -> None:
+    """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--probe-interval-s", type=float, default=0.5)
@@ -202,6 +208,8 @@ def main() -> None:
     p.add_argument("--no-dns", action="store_true", help="skip BIND9")
     p.add_argument("--dir", help="keep logs and data here (default: a temporary directory)")
     args = p.parse_args()
+    if args.kills < 1:
+        p.error("--kills must be >= 1")
     if args.dir:
         print(json.dumps(asyncio.run(run(args, Path(args.dir))), indent=2))
         return

@@ -1,6 +1,7 @@
 """Write-ahead log throughput with fsync, next to the raw fdatasync rate of the same disk.
 
     python benchmarks/storage.py [--dir DIR] [--seconds 2]
+    python -m benchmarks.storage --seconds 0.05      (the smoke test, well under 1 s)
 
 Prints one JSON object. For 64 B and 1 KiB entries in batches of 1, 16 and 256 (one
 fdatasync per batch) it reports appends/s, MB/s and batches/s; for batches of 256 it
@@ -69,6 +70,8 @@ def main() -> None:
     p.add_argument("--dir", help="directory on the disk to measure (default: a temp dir)")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
     args = p.parse_args()
+    if args.seconds <= 0:
+        p.error("--seconds must be > 0")
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="hacoord-storage-bench-") as tmp:
         base = Path(tmp)
         raw = raw_fsync_rate(base, args.seconds)

@@ -1,0 +1,145 @@
+"""Every benchmark under benchmarks/ runs end to end at a tiny size and reports sane figures.
+
+Each test runs one benchmark as ``python -m benchmarks.<name>`` in a subprocess from the
+repository root and checks the JSON it prints: the counts asked for, figures that agree
+with one another, and nothing acknowledged lost. No performance is asserted (figures
+belong in benchmarks/RESULTS.md). ``benchmarks.compare`` has its own test,
+tests/test_bench_compare.py.
+
+The MySQL benchmarks need MariaDB and BIND9: they skip without them, except under
+CI=true, where a missing one is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacoord.adapters.dns_testbed import Bind9UnavailableError, ensure_bind9_installed
+from hacoord.adapters.mysql.testbed import MariaDBUnavailableError, ensure_mariadb_installed
+
+ROOT = Path(__file__).parent.parent
+
+
+def _run_benchmark(name: str, *args: str, timeout: float) -> dict[str, Any]:
+    """Run ``benchmarks.<name>`` with ``args``; its exit status must be 0 and its stdout
+    one JSON object, which is returned."""
+    out = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, f"stdout:\n{out.stdout[-2000:]}\nstderr:\n{out.stderr[-3000:]}"
+    result = json.loads(out.stdout)
+    assert isinstance(result, dict), out.stdout
+    return result
+
+
+def _need_site_services() -> None:
+    """Skip (fail under CI=true) unless MariaDB and BIND9 are, or can be, installed."""
+    try:
+        ensure_mariadb_installed()
+        ensure_bind9_installed()
+    except (MariaDBUnavailableError, Bind9UnavailableError) as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MariaDB and BIND9 are required when CI=true: {e}")
+        pytest.skip(str(e))
+
+
+@pytest.mark.timeout(180)
+def test_failover_benchmark_reports_one_sample_per_kill() -> None:
+    result = _run_benchmark("failover", "--kills", "3", "--election-timeout-ms", "150", timeout=150)
+    assert result["benchmark"] == "failover"
+    assert result["kills"] == 3
+    assert result["election_timeout_ms"] == 150
+    assert result["heartbeat_ms"] == 30  # the default: a fifth of the election timeout
+    samples = result["samples_ms"]
+    assert len(samples) == 3
+    assert all(0 < s < 30_000 for s in samples), samples  # 30 s: the benchmark's deadline
+    figures = result["failover_ms"]
+    assert figures["p50"] == pytest.approx(statistics.median(samples), abs=0.1)
+    assert figures["max"] == max(samples)
+    assert figures["p50"] <= figures["p99"] <= figures["max"]
+    for q in ("p50", "p99", "max"):
+        assert result["x_election_timeout"][q] == pytest.approx(figures[q] / 150, abs=0.01), q
+
+
+@pytest.mark.timeout(120)
+def test_storage_benchmark_reports_every_entry_size_and_batch() -> None:
+    result = _run_benchmark("storage", "--seconds", "0.05", timeout=90)
+    assert result["benchmark"] == "storage"
+    raw = result["raw_fdatasync_per_s"]
+    assert raw > 0
+    sizes, batches = (64, 1024), (1, 16, 256)
+    assert set(result["wal"]) == {f"{s}B_batch{b}" for s in sizes for b in batches}
+    for size in sizes:
+        for batch in batches:
+            name = f"{size}B_batch{batch}"
+            run = result["wal"][name]
+            assert run["batches_per_s"] > 0, name
+            # appends/s is rounded to 1, batches/s to 0.1: allow for both roundings.
+            assert run["appends_per_s"] == pytest.approx(
+                run["batches_per_s"] * batch, abs=0.5 + 0.05 * batch
+            ), name
+            assert run["mb_per_s"] == pytest.approx(run["appends_per_s"] * size / 1e6, abs=0.006), (
+                name
+            )
+            if batch == 256:
+                assert run["fraction_of_fsync_bound"] == pytest.approx(
+                    run["appends_per_s"] / (raw * 256), abs=0.006
+                ), name
+            else:
+                assert "fraction_of_fsync_bound" not in run, name
+
+
+@pytest.mark.timeout(300)
+def test_mysql_failover_benchmark_loses_no_acknowledged_write() -> None:
+    _need_site_services()
+    result = _run_benchmark("mysql_failover", "--kills", "1", timeout=270)
+    assert result["kills"] == 1
+    assert result["settings"] == {
+        "probe_interval_s": 0.5,
+        "probe_timeout_s": 1.0,
+        "failures_to_confirm": 3,
+        "block_period_s": 3600.0,
+        "semi_sync": "AFTER_SYNC",
+    }
+    samples = result["samples_s"]
+    assert {k: len(v) for k, v in samples.items()} == {"detection": 1, "writable": 1, "dns": 1}
+    (detected,), (writable,), (dns,) = samples["detection"], samples["writable"], samples["dns"]
+    assert 0 < detected < 60, samples
+    # The new primary takes writes and DNS names it only once the failure was detected.
+    assert writable >= detected and dns >= detected, samples
+    for key, sample in (
+        ("detection", detected),
+        ("new_primary_writable", writable),
+        ("dns_answers_new_primary", dns),
+    ):
+        for q in ("p50_ms", "p99_ms", "max_ms"):
+            assert result[key][q] == pytest.approx(sample * 1000, abs=1), (key, q)
+    # It waits for 50 writes on the old primary and 1 on the new one.
+    assert result["acknowledged_writes"] >= 51
+    assert result["acknowledged_writes_lost"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_mysql_soak_quick_kills_members_without_failover_or_loss() -> None:
+    _need_site_services()
+    result = _run_benchmark("mysql_soak", "--quick", "--kills", "2", timeout=270)
+    assert result["quick"] is True
+    assert result["member_kills"] == 2
+    assert result["failovers"] == 0
+    verdicts = result["verdicts_seen_after_kills"]
+    assert all(isinstance(v, str) and n > 0 for v, n in verdicts.items()), verdicts
+    assert sum(verdicts.values()) <= 2, verdicts  # at most one read per kill
+    assert result["acknowledged_writes"] > 0
+    assert result["acknowledged_writes_lost"] == 0
