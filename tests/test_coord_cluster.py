@@ -112,6 +112,24 @@ async def test_a_kept_alive_lease_outlives_leader_kills(
     assert float(samples["hacoord_revision"]) >= 2
 
 
+async def test_a_lease_survives_a_paused_leader(cluster: LocalCluster, client: Client) -> None:
+    """A SIGSTOPped leader keeps its connections open and never answers: keep-alives
+    must move on to the new leader instead of waiting on it until the deadline."""
+    lease = await client.grant(SURVIVING_TTL_S)
+    leader = await cluster.wait_in_sync()
+    await _renewed_after(client, lease.id)  # the client now sticks to this leader
+    cluster.signal(leader, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        # Until the lease's own loop has renewed it with a keep-alive sent after the
+        # pause, or lost it.
+        while not lease.is_lost and lease.deadline <= stopped + lease.ttl_s * 0.98:
+            await asyncio.sleep(0.05)
+    finally:
+        cluster.signal(leader, signal.SIGCONT)
+    assert not lease.is_lost, lease.lost_reason
+
+
 async def _renewed_after(client: Client, lease_id: int) -> None:
     """Wait until a keep-alive succeeds (on whichever member leads now)."""
     while True:
