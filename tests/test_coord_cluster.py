@@ -130,6 +130,29 @@ async def test_a_lease_survives_a_paused_leader(cluster: LocalCluster, client: C
     assert not lease.is_lost, lease.lost_reason
 
 
+async def test_a_read_sent_to_a_paused_leader_is_asked_again_of_the_new_one(
+    cluster: LocalCluster, client: Client
+) -> None:
+    """A follower forwards a linearizable read to the leader; the leader is SIGSTOPped
+    and never answers. Once a new leader is elected the follower must ask it, not wait
+    out the read's whole budget."""
+    await client.put("read/me", b"1")
+    leader = await cluster.wait_in_sync()
+    follower = next(nid for nid in cluster.members if nid != leader)
+    cluster.signal(leader, signal.SIGSTOP)
+    try:
+        async with cluster.http().post(
+            cluster.url(follower, "/v1/coord/range"),
+            data=msgpack.packb(["read/me", False, 0, True]),
+        ) as resp:
+            reply = msgpack.unpackb(await resp.read())
+    finally:
+        cluster.signal(leader, signal.SIGCONT)
+    # Answered (200), or refused at once while no leader is known (421, the client
+    # retries): never held until the 5 s budget ran out (504).
+    assert resp.status in (200, 421), reply
+
+
 async def _renewed_after(client: Client, lease_id: int) -> None:
     """Wait until a keep-alive succeeds (on whichever member leads now)."""
     while True:

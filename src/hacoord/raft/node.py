@@ -234,6 +234,8 @@ class RaftNode:
         self._queue_space = asyncio.Condition()
         self._inflight: dict[int, tuple[int, _Proposal]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._reads_asked: dict[bytes, NodeId] = {}
+        """The leader each pending read was sent to (this member's id when it leads)."""
         self._reads_waiting_apply: list[tuple[int, asyncio.Future[int]]] = []
         self._read_seq = 0
         self._heartbeat_sent: dict[NodeId, float] = {}
@@ -361,6 +363,7 @@ class RaftNode:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.core.read_index(ctx)
         self._reads[ctx] = fut
+        self._reads_asked[ctx] = self.core.leader
         self._wake.set()
         limit = (
             timeout if timeout is not None else 2 * self.config.timing.election_timeout_ms / 1000
@@ -370,6 +373,7 @@ class RaftNode:
                 return await fut
         finally:
             self._reads.pop(ctx, None)
+            self._reads_asked.pop(ctx, None)
 
     async def transfer_leadership(self, to: NodeId, timeout: float | None = None) -> None:
         """Hand leadership to ``to`` and wait until it has taken over."""
@@ -616,7 +620,9 @@ class RaftNode:
                 self.on_conf_change(self.core.conf, self.core.conf_context)
             self._notify_waiters()
         for rs in rd.read_states:
-            fut = self._reads.get(rs.context)
+            # Confirmed: from now on the read only waits for this member to apply.
+            fut = self._reads.pop(rs.context, None)
+            self._reads_asked.pop(rs.context, None)
             if fut is not None and not fut.done():
                 self._reads_waiting_apply.append((rs.index, fut))
         self._serve_reads()
@@ -710,6 +716,8 @@ class RaftNode:
                 if not p.future.done():
                     p.future.set_exception(err)
             self._queue.clear()
+        elif role is not Role.LEADER:
+            self._ask_the_new_leader()
         if role is not self.last_role:
             log.info(
                 "node %d is now %s in term %d (leader %d)",
@@ -720,6 +728,26 @@ class RaftNode:
             )
         self.last_role = role
         self._notify_waiters()
+
+    def _ask_the_new_leader(self) -> None:
+        """Send pending reads again when the leader they went to is no longer leader.
+
+        The old leader may have died with them; without this a read would wait out
+        its whole timeout although a new leader could answer it at once. A repeated
+        answer is harmless: each read takes the first. With no leader known, the
+        reads fail with :class:`NotLeaderError` and the caller retries.
+        """
+        leader = self.core.leader
+        for ctx, fut in list(self._reads.items()):
+            if fut.done() or self._reads_asked.get(ctx) == leader:
+                continue
+            if leader:
+                self.core.read_index(ctx)
+                self._reads_asked[ctx] = leader
+                self._wake.set()
+            else:
+                fut.set_exception(NotLeaderError(self.id, 0))
+                self._reads.pop(ctx, None)
 
     async def _maybe_snapshot(self) -> None:
         core = self.core
