@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it:
-# lint, strict typing, the pytest suite and the CI seed count of the simulator.
+# lint, strict typing, the pytest suite and the CI seed counts of the simulators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,8 @@ python3 -m mypy
 echo "== simulator: ${SIM_SEEDS:=300} seeds, 3 and 5 nodes, faults on"
 python3 -m hacoord.sim --seeds "$SIM_SEEDS" --nodes 3 --jobs 2
 python3 -m hacoord.sim --seeds "$((SIM_SEEDS / 3))" --start 100000 --nodes 5 --jobs 2
+echo "== coordination simulator: ${COORD_SEEDS:=1000} seeds, 3 and 5 nodes, faults on"
+python3 -m hacoord.sim.coord --seeds "$COORD_SEEDS" --nodes 3 --jobs 2
+python3 -m hacoord.sim.coord --seeds "$((COORD_SEEDS / 4))" --start 100000 --nodes 5 --jobs 2
 echo "== pytest"
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -4,7 +4,9 @@ It sits between a :class:`~hacoord.raft.node.RaftNode` and the network (or an
 in-process client). Writes go through the log; linearizable reads through ReadIndex;
 keep-alives only touch the leader's :class:`~hacoord.coord.lease_clock.LeaseClock`;
 the leader proposes an expiry when a lease runs out and records a checkpoint of the
-remaining times now and then.
+remaining times now and then. Every lease-timing decision is made by the pure
+:class:`~hacoord.coord.lease_keeper.LeaseKeeper` (which the simulator drives too);
+this class only does the IO around it.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from hacoord.coord.commands import (
 )
 from hacoord.coord.errors import CoordError, InvalidCommandError, LeaseNotFoundError
 from hacoord.coord.lease_clock import LeaseClock
+from hacoord.coord.lease_keeper import Admission, LeaseKeeper, RaftView
 from hacoord.coord.results import (
     Event,
-    LeaseGrantResult,
-    LeaseRevokeResult,
     RangeResult,
     Result,
     error_to_wire,
@@ -76,12 +77,9 @@ class CoordinationService:
         self.node = node
         self.sm = sm
         self.limits = limits or Limits()
-        self.clock = LeaseClock()
+        self.keeper = LeaseKeeper(checkpoint_ms=checkpoint_s * 1000)
         self.lease_check_s = lease_check_s
         self.checkpoint_s = checkpoint_s
-        self._timing_term = 0
-        """The term in which this member, as leader, started timing leases (0: not timing)."""
-        self._last_checkpoint = 0.0
         self._applied = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.keepalives = 0
@@ -216,10 +214,19 @@ class CoordinationService:
             raise LeaseNotFoundError(lease_id)
         return ttl
 
+    @property
+    def clock(self) -> LeaseClock:
+        """The leader's lease deadlines (kept by :attr:`keeper`)."""
+        return self.keeper.clock
+
+    def _view(self) -> RaftView:
+        return RaftView.of(self.node.core)
+
     def _check_timing(self) -> None:
-        if not self.node.is_leader:
+        admission = self.keeper.admit(self._view())
+        if admission is Admission.NOT_LEADER:
             raise NotLeaderError(self.node.id, self.node.leader_id)
-        if not self._timing_now():
+        if admission is Admission.NOT_READY:
             raise LeasesNotReadyError(
                 "this leader is still applying its predecessors' entries; retry shortly"
             )
@@ -230,13 +237,7 @@ class CoordinationService:
         self._check_timing()
         await self.node.read_index(timeout=timeout)
         self._check_timing()
-        now = _now_ms()
-        out = []
-        for lease_id in lease_ids:
-            try:
-                out.append(self.clock.keep_alive(self.sm.leases, lease_id, now))
-            except LeaseNotFoundError:
-                out.append(0)
+        out = self.keeper.renew(self.sm.leases, lease_ids, _now_ms())
         self.keepalives += len(lease_ids)
         return out
 
@@ -248,15 +249,8 @@ class CoordinationService:
         """``(ttl_ms, remaining_ms)`` of a live lease (remaining as last checkpointed
         on a follower, as timed on the leader)."""
         lease = self.sm.lease(lease_id)
-        remaining = self.clock.remaining_ms(lease_id, _now_ms()) if self._timing_now() else None
+        remaining = self.keeper.remaining_ms(lease_id, _now_ms(), self._view())
         return lease.ttl_ms, lease.remaining_ms if remaining is None else remaining
-
-    def _timing_now(self) -> bool:
-        return self._timing_term == self.node.core.term and self.node.is_leader
-
-    def _leads_with_everything_applied(self) -> bool:
-        core = self.node.core
-        return self.node.is_leader and core.log.term(core.log.applied) == core.term
 
     async def _lease_loop(self) -> None:
         while True:
@@ -267,27 +261,14 @@ class CoordinationService:
             await asyncio.sleep(self.lease_check_s)
 
     def _tick_leases(self) -> None:
-        now = _now_ms()
-        if self._timing_term and not self._timing_now():
-            # Leadership was lost (perhaps regained in a later term since the last check):
-            # deadlines from that reign are meaningless now.
-            self.clock.step_down()
-            self._timing_term = 0
-        if not self._leads_with_everything_applied():
-            return
-        if not self._timing_term:
-            self.clock.become_leader(self.sm.leases, now)
-            self._timing_term = self.node.core.term
-            self._last_checkpoint = now
+        actions = self.keeper.tick(self.sm.leases, _now_ms(), self._view())
+        if actions.started_timing:
             log.info("node %d times %d leases as leader", self.node.id, len(self.sm.leases.leases))
-        for lease_id in self.clock.expired(now):
+        for lease_id in actions.expire:
             self.expiries_proposed += 1
             self._spawn(self._expire(lease_id))
-        if now - self._last_checkpoint >= self.checkpoint_s * 1000:
-            self._last_checkpoint = now
-            remaining = tuple(self.clock.checkpoint(now))
-            if remaining:
-                self._spawn(self._checkpoint(remaining))
+        if actions.checkpoint:
+            self._spawn(self._checkpoint(actions.checkpoint))
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
@@ -298,11 +279,10 @@ class CoordinationService:
         try:
             await self._propose(Request(LeaseExpire(lease_id)), timeout=5.0)
         except LeaseNotFoundError:
-            self.clock.removed(lease_id)
+            self.keeper.expiry_refused(lease_id)
         except (RaftError, TimeoutError) as exc:
             log.info("expiry of lease %d not committed (%s); will retry", lease_id, exc)
-            if self._timing_now():
-                self.clock.retry_expiry(lease_id, _now_ms())
+            self.keeper.expiry_failed(lease_id, _now_ms(), self._view())
 
     async def _checkpoint(self, remaining: tuple[tuple[int, int], ...]) -> None:
         with contextlib.suppress(RaftError, TimeoutError):
@@ -326,14 +306,10 @@ class CoordinationService:
     # ------------------------------------------------------------------- hooks
 
     def _on_applied(self, entry: Entry, result: Result | None) -> None:
-        if self._timing_now():
-            if isinstance(result, LeaseGrantResult):
-                self.clock.granted(result.lease_id, result.ttl_ms, _now_ms())
-            elif isinstance(result, LeaseRevokeResult):
-                self.clock.removed(result.lease_id)
+        if self.keeper.timing_term:  # the hot path of a follower: nothing is timed here
+            self.keeper.applied(result, _now_ms(), self._view())
         self._applied.set()
 
     def _on_restored(self) -> None:
-        if self._timing_now():
-            self.clock.become_leader(self.sm.leases, _now_ms())
+        self.keeper.restored(self.sm.leases, _now_ms(), self._view())
         self._applied.set()

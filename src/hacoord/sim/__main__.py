@@ -8,13 +8,13 @@ replays exactly that run, and exits 1.
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from hacoord.sim.cluster import SimConfig, SimResult, Simulation
+from hacoord.sim.seeds import add_seed_options, check_seed_options, run_and_report
+
+COUNTS = ("elections", "ops_checked", "committed")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -22,20 +22,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m hacoord.sim",
         description="Run seeded, fault-injecting simulations of a hacoord Raft cluster.",
     )
-    p.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
-    p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    add_seed_options(p)
     p.add_argument("--nodes", type=int, choices=(3, 5), default=3, help="cluster size")
     p.add_argument("--duration-ms", type=float, default=4000.0, help="virtual time per seed")
     p.add_argument("--no-faults", action="store_true", help="run without fault injection")
     p.add_argument("--no-pre-vote", action="store_true", help="disable PreVote")
     p.add_argument("--no-check-quorum", action="store_true", help="disable CheckQuorum")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--verbose", action="store_true", help="print one line per seed")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be >= 1")
-    if args.jobs < 1:
-        p.error("--jobs must be >= 1")
+    check_seed_options(p, args)
     if args.duration_ms < 2000:
         p.error("--duration-ms must be >= 2000 (the last 1500 ms are a fault-free settle window)")
     return args
@@ -70,48 +64,10 @@ def replay_command(seed: int, args: argparse.Namespace) -> str:
     return " ".join([*parts, "--verbose"])
 
 
-def _results(args: argparse.Namespace) -> Iterator[SimResult]:
-    jobs = [(seed, args) for seed in range(args.start, args.start + args.seeds)]
-    if args.jobs == 1:
-        yield from map(_run_one, jobs)
-        return
-    with multiprocessing.Pool(args.jobs) as pool:
-        yield from pool.imap(_run_one, jobs, chunksize=8)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parse(argv)
-    started = time.monotonic()
-    totals = {"seeds": 0, "violations": 0, "elections": 0, "ops_checked": 0, "committed": 0}
-    failed: list[SimResult] = []
-    for result in _results(args):
-        totals["seeds"] += 1
-        totals["elections"] += result.elections
-        totals["ops_checked"] += result.ops_checked
-        totals["committed"] += result.committed
-        if args.verbose:
-            print(
-                f"seed {result.seed}: elections={result.elections} committed={result.committed} "
-                f"ops_checked={result.ops_checked} events={result.events} "
-                f"violations={len(result.violations)}",
-                file=sys.stderr,
-            )
-        if result.violations:
-            totals["violations"] += 1
-            failed.append(result)
-            print(f"VIOLATION seed {result.seed}:", file=sys.stderr)
-            for text in result.violations:
-                print(f"  {text}", file=sys.stderr)
-            print(f"  replay: {replay_command(result.seed, args)}", file=sys.stderr)
-    summary: dict[str, object] = dict(totals)
-    summary["nodes"] = args.nodes
-    summary["start"] = args.start
-    summary["seconds"] = round(time.monotonic() - started, 2)
-    if failed:
-        summary["failed_seeds"] = [r.seed for r in failed[:20]]
-    print(json.dumps(summary), flush=True)
-    return 1 if failed else 0
+    return run_and_report(_run_one, args, COUNTS, replay_command)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@ whose writes become durable only after a simulated sync, crashes that lose the
 unsynced tail, restarts from storage, pauses (like SIGSTOP) and partitions. Clients
 drive a replicated register; their history is checked for linearizability and the
 Raft invariants are checked after every event.
+
+:class:`SimCluster` is the machinery (nodes, network, disks, faults, ticking, the
+Raft invariants, the liveness probe) with hooks for the state machine and the
+workload; :class:`Simulation` runs the replicated register on it, and
+:mod:`hacoord.sim.coord` the coordination layer. Every injected fault is recorded in
+:attr:`SimCluster.faults`.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
 from hacoord.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from hacoord.raft.types import (
     ConfState,
+    Entry,
     EntryKind,
     Message,
     MessageType,
@@ -39,6 +47,21 @@ from hacoord.sim.linearizability import Operation, OpKind, check_history
 from hacoord.sim.network import NetworkModel
 
 CoreFactory = Callable[[CoreConfig, ConfState, random.Random, PersistedState | None], RaftCore]
+
+
+class SimStateMachine(Protocol):
+    """What :class:`SimCluster` needs of a node's state machine."""
+
+    def snapshot(self) -> bytes:
+        """Serialize the whole state."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's."""
+        ...
+
+
+SM = TypeVar("SM", bound=SimStateMachine)
 
 
 @dataclass(slots=True)
@@ -103,12 +126,28 @@ class SimResult:
     events: int
 
 
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """One injected fault: what, when (``end`` is an upper bound), and whom it hit.
+
+    ``members`` are the nodes it affected directly (the crashed, paused or one-way
+    blocked node, a transfer's leader and target); a partition lists its ``groups``
+    instead; network-wide faults (``lossy``, ``slow``) affect no node in particular.
+    """
+
+    kind: str
+    start: float
+    end: float
+    members: frozenset[NodeId] = frozenset()
+    groups: tuple[frozenset[NodeId], ...] = ()
+
+
 @dataclass(slots=True)
-class _Node:
+class _Node(Generic[SM]):
     id: NodeId
     core: RaftCore
     storage: SimDisk
-    sm: KVStateMachine
+    sm: SM
     rng: random.Random
     incarnation: int = 0
     alive: bool = True
@@ -126,8 +165,13 @@ class _Client:
     op_counter: int = 0
 
 
-class Simulation:
-    """One seeded run. ``run()`` returns a :class:`SimResult`."""
+class SimCluster(Generic[SM]):
+    """Nodes on a virtual clock, a network, disks and faults; the workload is a hook.
+
+    Subclasses provide :meth:`_new_state_machine` and :meth:`_apply_entry`, and may
+    override the other ``_``-hooks; :meth:`_run_events` runs the schedule and returns
+    the Raft violations (including liveness).
+    """
 
     def __init__(self, seed: int, config: SimConfig | None = None) -> None:
         self.seed = seed
@@ -141,19 +185,51 @@ class Simulation:
         ids = list(range(1, self.cfg.nodes + 1))
         self.conf = ConfState(frozenset(ids))
         """The initial configuration; spare nodes start outside it."""
-        self.nodes: dict[NodeId, _Node] = {}
+        self.nodes: dict[NodeId, _Node[SM]] = {}
         self.reconfigurations = 0
+        self.faults: list[FaultRecord] = []
         for nid in range(1, self.cfg.nodes + self.cfg.spares + 1):
             storage = SimDisk()
             node_rng = random.Random(seed * 1000 + nid)
             core = self.cfg.core_factory(self._core_config(nid), self.conf, node_rng, None)
-            self.nodes[nid] = _Node(nid, core, storage, KVStateMachine(), node_rng)
-        self.clients = [_Client(i + 1) for i in range(self.cfg.clients)]
-        self.history: list[Operation] = []
-        self._pending_writes: dict[tuple[NodeId, int, int], tuple[Operation, Command, _Client]] = {}
-        self._pending_reads: dict[tuple[NodeId, int, bytes], tuple[Operation, _Client]] = {}
+            self.nodes[nid] = _Node(nid, core, storage, self._new_state_machine(nid), node_rng)
         self.events = 0
         self._probe_committed = False
+
+    # ------------------------------------------------------------------ hooks
+
+    def _new_state_machine(self, nid: NodeId) -> SM:
+        """A fresh state machine for node ``nid`` (at start and on every restart)."""
+        raise NotImplementedError
+
+    def _start_workload(self) -> None:
+        """Schedule the clients (called once, after the node tickers)."""
+
+    def _apply_entry(self, node: _Node[SM], entry: Entry) -> None:
+        """Apply one committed entry to ``node.sm`` (CONFIG and NOOP entries too)."""
+        raise NotImplementedError
+
+    def _snapshot_installed(self, node: _Node[SM]) -> None:
+        """``node.sm`` was just replaced by a snapshot from the leader."""
+
+    def _advanced(self, node: _Node[SM], rd: Ready) -> None:
+        """``node`` handled ``rd`` (applied, advanced): serve its read states."""
+
+    def _crashed(self, node: _Node[SM]) -> None:
+        """``node`` just crashed (its state machine is gone with the process)."""
+
+    def _probe_payload(self) -> bytes:
+        """A command for the liveness probe write."""
+        raise NotImplementedError
+
+    def _record_fault(
+        self,
+        kind: str,
+        duration: float,
+        members: frozenset[NodeId] = frozenset(),
+        groups: tuple[frozenset[NodeId], ...] = (),
+    ) -> None:
+        self.faults.append(FaultRecord(kind, self.now, self.now + duration, members, groups))
 
     # ---------------------------------------------------------------- running
 
@@ -173,13 +249,12 @@ class Simulation:
         """Run ``fn`` after ``delay`` virtual milliseconds."""
         heapq.heappush(self._queue, (self.now + delay, next(self._seq), fn))
 
-    def run(self) -> SimResult:
-        """Run to the end of the configured duration and check everything."""
+    def _run_events(self) -> list[str]:
+        """Run to the end of the configured duration; the Raft and liveness violations."""
         cfg = self.cfg
         for node in self.nodes.values():
             self.schedule(self.rng.uniform(0, cfg.tick_ms), self._ticker(node.id))
-        for client in self.clients:
-            self.schedule(self.rng.uniform(0, 20), self._client_next(client))
+        self._start_workload()
         fault_end = cfg.duration_ms - cfg.settle_ms
         if cfg.faults:
             t = self.rng.uniform(50, cfg.fault_interval_ms)
@@ -207,23 +282,9 @@ class Simulation:
                 f"liveness: no write committed within {cfg.settle_ms * 0.4:.0f} ms after "
                 f"all faults healed (roles {leaders})"
             )
-        ops_checked = 0
-        if not violations:
-            result = check_history(self.history)
-            ops_checked = result.ops_checked
-            if not result.ok:
-                violations.append(f"linearizability: key {result.key!r}: {result.explanation}")
-        return SimResult(
-            self.seed,
-            violations,
-            len(self.checker.leaders),
-            ops_checked,
-            self.checker.max_committed,
-            self.events,
-        )
+        return violations
 
     # ------------------------------------------------------------------ nodes
-
     def _ticker(self, nid: NodeId) -> Callable[[], None]:
         def tick() -> None:
             node = self.nodes[nid]
@@ -234,7 +295,7 @@ class Simulation:
 
         return tick
 
-    def _after(self, node: _Node) -> None:
+    def _after(self, node: _Node[SM]) -> None:
         """Check invariants and start handling the next Ready of ``node``."""
         core = node.core
         if node.alive:
@@ -262,7 +323,7 @@ class Simulation:
         delay = self.rng.uniform(*self.cfg.disk_latency_ms) if rd.must_sync else 0.0
         self.schedule(delay, lambda: self._synced(node, incarnation, rd))
 
-    def _synced(self, node: _Node, incarnation: int, rd: Ready) -> None:
+    def _synced(self, node: _Node[SM], incarnation: int, rd: Ready) -> None:
         if node.incarnation != incarnation or not node.alive:
             return
         node.storage.sync()
@@ -275,31 +336,23 @@ class Simulation:
             # Crash right after the batch went out: votes and acks are on the wire.
             nid = node.id
             self.crash(nid)
-            self.schedule(self.rng.uniform(0.5, 10), lambda: self.restart(nid))
+            restart_in = self.rng.uniform(0.5, 10)
+            self._record_fault("crash", restart_in, frozenset({nid}))
+            self.schedule(restart_in, lambda: self.restart(nid))
             return
         if rd.snapshot is not None:
             node.sm.restore(rd.snapshot.data)
-            node.reads_waiting_apply.clear()
+            self._snapshot_installed(node)
             self.checker.on_state_machine_reset(node.id, rd.snapshot.meta.index)
         for entry in rd.committed_entries:
             self.checker.on_apply(node.id, entry)
-            ok = True
-            cmd: Command | None = None
-            if entry.kind is EntryKind.NORMAL:
-                cmd = Command.decode(entry.data)
-                ok = node.sm.apply(cmd)
-            self._complete_write(node, entry.index, entry.term, cmd, ok)
+            self._apply_entry(node, entry)
         node.core.advance(rd)
-        for rs in rd.read_states:
-            key = (node.id, node.incarnation, rs.context)
-            pending = self._pending_reads.pop(key, None)
-            if pending is not None:
-                node.reads_waiting_apply.append((rs.index, pending[0]))
-        self._serve_reads(node)
+        self._advanced(node, rd)
         self._maybe_snapshot(node)
         self._after(node)
 
-    def _maybe_snapshot(self, node: _Node) -> None:
+    def _maybe_snapshot(self, node: _Node[SM]) -> None:
         core = node.core
         index = core.log.applied
         if index - core.log.snapshot_index < self.cfg.snapshot_every:
@@ -332,8 +385,8 @@ class Simulation:
         node.alive = False
         node.incarnation += 1
         node.syncing = False
-        node.reads_waiting_apply.clear()
         node.storage.crash(node.rng)
+        self._crashed(node)
 
     def restart(self, nid: NodeId) -> None:
         """Start ``nid`` again from what its storage holds."""
@@ -342,7 +395,7 @@ class Simulation:
             return
         persisted = node.storage.load()
         node.core = self.cfg.core_factory(self._core_config(nid), self.conf, node.rng, persisted)
-        node.sm = KVStateMachine()
+        node.sm = self._new_state_machine(nid)
         applied = 0
         if persisted.snapshot is not None:
             node.sm.restore(persisted.snapshot.data)
@@ -393,6 +446,7 @@ class Simulation:
                 # Crash and restart almost at once: the node comes back mid-election.
                 duration = self.rng.uniform(0.5, 30)
             self.crash(victim)
+            self._record_fault(kind, duration, frozenset({victim}))
             self.schedule(duration, lambda: self.restart(victim))
         elif kind in ("partition", "isolate_leader"):
             self.net.heal()
@@ -403,29 +457,39 @@ class Simulation:
             else:
                 minority = set(shuffled[: self.rng.randint(1, len(ids) // 2)])
             self.net.partition([minority, set(ids) - minority])
+            groups = (frozenset(minority), frozenset(ids) - minority)
+            self._record_fault(kind, duration, groups=groups)
             self.schedule(duration, self.net.heal)
         elif kind == "one_way":
             self.net.heal()
             src = {self.rng.choice(ids)}
             self.net.block_one_way(src, set(ids) - src)
+            self._record_fault(kind, duration, frozenset(src))
             self.schedule(duration, self.net.heal)
         elif kind == "pause":
             victim = leader if leader and self.rng.random() < 0.5 else self.rng.choice(ids)
             self.nodes[victim].paused_until = self.now + duration
+            self._record_fault(kind, duration, frozenset({victim}))
             self.schedule(duration, lambda: self._after(self.nodes[victim]))
         elif kind == "lossy":
             self.net.drop_rate = self.rng.uniform(0.05, 0.3)
             self.net.duplicate_rate = self.rng.uniform(0.0, 0.2)
             self.net.spike_rate = self.rng.uniform(0.0, 0.2)
+            self._record_fault(kind, duration)
             self.schedule(duration, self._calm_network)
         elif kind == "slow":
             self.net.max_latency = self.rng.uniform(10, 60)
+            self._record_fault(kind, duration)
             self.schedule(duration, self._calm_network)
         elif kind == "transfer" and leader:
             node = self.nodes[leader]
             voters = sorted(node.core.conf.voters - {leader})
             if voters and node.paused_until <= self.now:
-                node.core.transfer_leadership(self.rng.choice(voters))
+                target = self.rng.choice(voters)
+                node.core.transfer_leadership(target)
+                # A transfer is aborted after an election timeout.
+                timeout = self.cfg.election_ticks * self.cfg.tick_ms
+                self._record_fault(kind, timeout, frozenset({leader, target}))
                 self._after(node)
         elif kind == "reconfigure" and leader and self.cfg.spares:
             self._reconfigure(self.nodes[leader])
@@ -435,7 +499,7 @@ class Simulation:
         if leader:
             self._reconfigure(self.nodes[leader])
 
-    def _reconfigure(self, node: _Node) -> None:
+    def _reconfigure(self, node: _Node[SM]) -> None:
         """Ask the leader for a random membership change (it may refuse: one at a time)."""
         conf = node.core.conf
         voters, learners = set(conf.voters), set(conf.learners)
@@ -465,6 +529,7 @@ class Simulation:
         except RaftError:
             return
         self.reconfigurations += 1
+        self._record_fault("reconfigure", 0.0, frozenset(voters) | frozenset(conf.voters))
         self._after(node)
 
     def _calm_network(self) -> None:
@@ -489,7 +554,7 @@ class Simulation:
             return
         node = self.nodes[leader]
         try:
-            index = node.core.propose(Command(0, 0, PUT, "__probe__", "x").encode())
+            index = node.core.propose(self._probe_payload())
         except (NotLeaderError, ProposalDroppedError):
             self.schedule(self.cfg.tick_ms, self._start_probe_write)
             return
@@ -505,6 +570,69 @@ class Simulation:
 
         self._after(node)
         self.schedule(self.cfg.tick_ms, check)
+
+
+class Simulation(SimCluster[KVStateMachine]):
+    """One seeded run of the replicated register. ``run()`` returns a :class:`SimResult`."""
+
+    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
+        super().__init__(seed, config)
+        self.clients = [_Client(i + 1) for i in range(self.cfg.clients)]
+        self.history: list[Operation] = []
+        self._pending_writes: dict[tuple[NodeId, int, int], tuple[Operation, Command, _Client]] = {}
+        self._pending_reads: dict[tuple[NodeId, int, bytes], tuple[Operation, _Client]] = {}
+
+    def run(self) -> SimResult:
+        """Run to the end of the configured duration and check everything."""
+        violations = self._run_events()
+        ops_checked = 0
+        if not violations:
+            result = check_history(self.history)
+            ops_checked = result.ops_checked
+            if not result.ok:
+                violations.append(f"linearizability: key {result.key!r}: {result.explanation}")
+        return SimResult(
+            self.seed,
+            violations,
+            len(self.checker.leaders),
+            ops_checked,
+            self.checker.max_committed,
+            self.events,
+        )
+
+    # ------------------------------------------------------------------ hooks
+
+    def _new_state_machine(self, nid: NodeId) -> KVStateMachine:
+        return KVStateMachine()
+
+    def _start_workload(self) -> None:
+        for client in self.clients:
+            self.schedule(self.rng.uniform(0, 20), self._client_next(client))
+
+    def _apply_entry(self, node: _Node[KVStateMachine], entry: Entry) -> None:
+        ok = True
+        cmd: Command | None = None
+        if entry.kind is EntryKind.NORMAL:
+            cmd = Command.decode(entry.data)
+            ok = node.sm.apply(cmd)
+        self._complete_write(node, entry.index, entry.term, cmd, ok)
+
+    def _snapshot_installed(self, node: _Node[KVStateMachine]) -> None:
+        node.reads_waiting_apply.clear()
+
+    def _advanced(self, node: _Node[KVStateMachine], rd: Ready) -> None:
+        for rs in rd.read_states:
+            key = (node.id, node.incarnation, rs.context)
+            pending = self._pending_reads.pop(key, None)
+            if pending is not None:
+                node.reads_waiting_apply.append((rs.index, pending[0]))
+        self._serve_reads(node)
+
+    def _crashed(self, node: _Node[KVStateMachine]) -> None:
+        node.reads_waiting_apply.clear()
+
+    def _probe_payload(self) -> bytes:
+        return Command(0, 0, PUT, "__probe__", "x").encode()
 
     # --------------------------------------------------------------- clients
 
@@ -584,7 +712,7 @@ class Simulation:
         self._after(node)
 
     def _complete_write(
-        self, node: _Node, index: int, term: int, cmd: Command | None, ok: bool
+        self, node: _Node[KVStateMachine], index: int, term: int, cmd: Command | None, ok: bool
     ) -> None:
         pending = self._pending_writes.pop((node.id, node.incarnation, index), None)
         if pending is None:
@@ -601,7 +729,7 @@ class Simulation:
             op.ok = ok
         self._reply(client, op)
 
-    def _serve_reads(self, node: _Node) -> None:
+    def _serve_reads(self, node: _Node[KVStateMachine]) -> None:
         if not node.reads_waiting_apply:
             return
         applied = node.core.log.applied
