@@ -224,6 +224,17 @@ def _elections_report(run: Run) -> dict[str, Any]:
     }
 
 
+def _with_faults_before(loss: dict[str, Any], run: Run, ttl_s: float) -> dict[str, Any]:
+    """A lease loss with the faults that overlapped the TTL before it (to explain it)."""
+    since = loss["at_s"] - ttl_s - 1.0
+    nearby = [
+        f"{what} {start:.1f}-{end:.1f} s"
+        for start, end, what in run.fault_log
+        if end >= since and start <= loss["at_s"]
+    ]
+    return {**loss, "faults_before": nearby}
+
+
 async def chaos(duration_s: float, members: int, seed: int, ttl_s: float) -> dict[str, Any]:
     """Run the chaos benchmark for ``duration_s`` and return its report."""
     rng = random.Random(seed)
@@ -293,7 +304,7 @@ async def chaos(duration_s: float, members: int, seed: int, ttl_s: float) -> dic
             "ttl_s": ttl_s,
             "alive_at_end": still_alive,
             "spurious_losses": len(run.lease_losses),
-            "losses": run.lease_losses,
+            "losses": [_with_faults_before(loss, run, ttl_s) for loss in run.lease_losses],
         },
         "elections": _elections_report(run),
     }

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from hacoord.client.errors import UnavailableError
 from hacoord.client.leases import Lease
 from hacoord.coord.errors import LeaseNotFoundError
 
@@ -57,5 +58,35 @@ async def test_lease_not_found_from_the_cluster_ends_the_lease_for_good() -> Non
         await asyncio.wait_for(lease.lost(), 5)
         assert lease.is_lost and "no longer exists" in lease.lost_reason
         assert lease.deadline > time.monotonic(), "lost on the cluster's word, not the clock"
+    finally:
+        await lease.stop()
+
+
+class UnreachableCluster:
+    """No member answers: every keep-alive fails with the transport's reason."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def keep_alive_once(self, lease_id: int, timeout: float | None = None) -> Any:
+        self.calls += 1
+        assert timeout is not None
+        await asyncio.sleep(timeout)  # the transport uses the whole budget it was given
+        raise UnavailableError(
+            f"keepalive: no member answered before the deadline (try {self.calls})"
+        )
+
+
+async def test_a_lease_lost_at_its_deadline_says_why_the_keep_alives_failed() -> None:
+    cluster = UnreachableCluster()
+    lease = Lease(cluster, 11, ttl_s=0.3, started=time.monotonic())  # type: ignore[arg-type]
+    lease.start()
+    try:
+        await asyncio.wait_for(lease.lost(), 5)
+        assert lease.lost_reason.startswith("no keep-alive succeeded within the TTL")
+        assert "last failure: keepalive: no member answered before the deadline" in (
+            lease.lost_reason
+        )
+        assert cluster.calls >= 1
     finally:
         await lease.stop()

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEADLINE_REASON = "no keep-alive succeeded within the TTL"
+
 
 class Lease:
     """A granted lease; see :meth:`hacoord.client.Client.grant`."""
@@ -47,6 +49,8 @@ class Lease:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.lost_reason = ""
+        self._last_failure = ""
+        """Why the latest keep-alive attempt failed (empty after a success)."""
 
     def start(self) -> None:
         """Keep the lease alive in the background until :meth:`stop` or loss."""
@@ -74,12 +78,17 @@ class Lease:
         while not self._lost.is_set():
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                self._mark_lost("no keep-alive succeeded within the TTL")
+                self._mark_lost(self._deadline_reason())
                 return
             # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (3.11).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._lost.wait()
+
+    def _deadline_reason(self) -> str:
+        if not self._last_failure:
+            return DEADLINE_REASON
+        return f"{DEADLINE_REASON} (last failure: {self._last_failure})"
 
     def _mark_lost(self, reason: str) -> None:
         if not self._lost.is_set():
@@ -93,7 +102,7 @@ class Lease:
             while not self._stopping:
                 now = time.monotonic()
                 if now >= self.deadline:
-                    self._mark_lost("no keep-alive succeeded within the TTL")
+                    self._mark_lost(self._deadline_reason())
                     return
                 sent = now
                 try:
@@ -103,9 +112,14 @@ class Lease:
                 except LeaseNotFoundError:
                     self._mark_lost("the cluster says the lease no longer exists")
                     return
-                except UnavailableError:
+                except UnavailableError as e:
+                    self._last_failure = str(e)
+                    if self.lost_reason == DEADLINE_REASON:
+                        # lost() saw the deadline pass while this call was giving up.
+                        self.lost_reason = self._deadline_reason()
                     continue  # the loop re-checks the deadline
                 except Exception as e:
+                    self._last_failure = repr(e)
                     # Whatever went wrong with this attempt, the lease is only lost at its
                     # deadline: keep trying until then instead of dying silently.
                     log.warning("lease %d: keep-alive failed: %r", self.id, e)
@@ -120,6 +134,7 @@ class Lease:
                     self._mark_lost("the keep-alive was answered only after the deadline")
                     return
                 self.deadline = sent + ttl_s * (1 - self.safety_margin)
+                self._last_failure = ""
                 wait = min(interval, max(0.0, self.deadline - time.monotonic()))
                 await asyncio.sleep(wait)
         finally:
