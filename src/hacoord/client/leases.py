@@ -90,6 +90,12 @@ class Lease:
             return DEADLINE_REASON
         return f"{DEADLINE_REASON} (last failure: {self._last_failure})"
 
+    def _failed(self, why: str) -> None:
+        self._last_failure = why
+        if self.lost_reason == DEADLINE_REASON:
+            # lost() saw the deadline pass while this attempt was still giving up.
+            self.lost_reason = self._deadline_reason()
+
     def _mark_lost(self, reason: str) -> None:
         if not self._lost.is_set():
             self.lost_reason = reason
@@ -113,13 +119,10 @@ class Lease:
                     self._mark_lost("the cluster says the lease no longer exists")
                     return
                 except UnavailableError as e:
-                    self._last_failure = str(e)
-                    if self.lost_reason == DEADLINE_REASON:
-                        # lost() saw the deadline pass while this call was giving up.
-                        self.lost_reason = self._deadline_reason()
+                    self._failed(str(e))
                     continue  # the loop re-checks the deadline
                 except Exception as e:
-                    self._last_failure = repr(e)
+                    self._failed(repr(e))
                     # Whatever went wrong with this attempt, the lease is only lost at its
                     # deadline: keep trying until then instead of dying silently.
                     log.warning("lease %d: keep-alive failed: %r", self.id, e)

@@ -23,7 +23,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run seeded, fault-injecting simulations of a hacoord Raft cluster.",
     )
     add_seed_options(p)
-    p.add_argument("--nodes", type=int, choices=(3, 5), default=3, help="cluster size")
     p.add_argument("--duration-ms", type=float, default=4000.0, help="virtual time per seed")
     p.add_argument("--no-faults", action="store_true", help="run without fault injection")
     p.add_argument("--no-pre-vote", action="store_true", help="disable PreVote")

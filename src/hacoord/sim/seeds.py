@@ -41,9 +41,11 @@ Job = tuple[int, argparse.Namespace]
 
 
 def add_seed_options(p: argparse.ArgumentParser) -> None:
-    """The options every simulator CLI shares: which seeds, how many workers, verbosity."""
+    """The options every simulator CLI shares: which seeds, the cluster size, how many
+    workers, verbosity."""
     p.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
     p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--nodes", type=int, choices=(3, 5), default=3, help="cluster size")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--verbose", action="store_true", help="print one line per seed")
 
