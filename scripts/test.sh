@@ -17,6 +17,11 @@ if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
+# The Kubernetes adapter's tests run real kube-apiservers and etcd 3.7, built once from the
+# Go module proxy into ~/.cache/hacoord/k8s-v1.37.2 (about 5-10 minutes the first time).
+echo "== kube-apiserver and etcd (built once)"
+python3 -m hacoord.adapters.k8s.binaries
+
 echo "== ruff"
 python3 -m ruff check src tests benchmarks examples
 python3 -m ruff format --check src tests benchmarks examples
