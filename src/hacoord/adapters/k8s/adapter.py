@@ -140,6 +140,41 @@ class K8sAdapter:
         result = await self.client.range(prefix, prefix=True)
         return [kv.key[len(prefix) :] for kv in result.kvs]
 
+    async def bootstrap(self) -> None:
+        """Create every member's pod at once for a group that has none yet; wait until healthy.
+
+        A new database cannot come up one member at a time (its first member waits for a
+        quorum), so the first pods are created together, under the adapter election's token.
+        Refuses (:class:`ReplacementBlockedError`) if any member pod exists already.
+        """
+        await self.open()
+        election = self.client.election(election_name(self.config.name))
+        leadership = await election.acquire(self.instance.encode(), ttl_s=self.ttl_s)
+        try:
+            view = await observe(self.config, self.zones, self.probe)
+            if view.unreachable:
+                raise ReplacementBlockedError(
+                    "cannot bootstrap: " + "; ".join(sorted(view.unreachable.values()))
+                )
+            existing = [m.name for m in view.members if m.pod is not None]
+            if existing:
+                raise ReplacementBlockedError(
+                    f"cannot bootstrap group {self.config.name}: pods exist for "
+                    + ", ".join(existing)
+                )
+            template = await self.desired_template()
+            await asyncio.gather(
+                *(
+                    self.steps.create_member(m, template, leadership.token, "bootstrap")
+                    for m in self.config.members
+                )
+            )
+            await asyncio.gather(*(self.steps.wait_ready(m) for m in self.config.members))
+            self.progress(f"bootstrapped {len(self.config.members)} members")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(leadership.resign())
+
     # -- the active instance ---------------------------------------------------------------
 
     async def run(self) -> None:

@@ -51,7 +51,7 @@ class ZoneClient:
                 context=self.zone.context,
                 persist_config=False,
             )
-        except (k8s_config.ConfigException, ValueError, KeyError, TypeError) as e:
+        except Exception as e:  # the loader raises YAML, config and key errors alike
             raise ZoneError(
                 self.zone.name, f"kubeconfig {self.zone.kubeconfig} is not usable: {e}"
             ) from None

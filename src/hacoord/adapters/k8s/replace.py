@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from hacoord.adapters.k8s.config import GroupConfig, PodTemplate
+from hacoord.adapters.k8s.config import GroupConfig, Member, PodTemplate
 from hacoord.adapters.k8s.database import MemberProbe
 from hacoord.adapters.k8s.errors import ConflictError, K8sAdapterError, ReplacementBlockedError
 from hacoord.adapters.k8s.kube import ZoneClient
@@ -161,25 +161,40 @@ class ReplacementSteps:
 
     async def create(self, ctx: StepContext) -> dict[str, Any]:
         member = self.config.member(ctx.params["member"])
-        zone = self._zone(ctx)
         template = PodTemplate.from_mapping(ctx.params["template"])
+        uid = await self.create_member(member, template, ctx.token, ctx.record.id)
+        return {"new_uid": uid, "revision": template.revision}
+
+    async def create_member(
+        self, member: Member, template: PodTemplate, token: int, replacement: str
+    ) -> str:
+        """Create ``member``'s claim (if missing) and pod; the uid of the pod.
+
+        Idempotent for one ``replacement``: a pod it created already is taken as done; a pod
+        of that name that someone else created is an error.
+        """
+        zone = self.zones[member.zone]
         await zone.ensure_claim(member.volume_claim, {GROUP_LABEL: self.config.name})
-        body = member_pod(self.config, member, template, token=ctx.token, replacement=ctx.record.id)
+        body = member_pod(self.config, member, template, token=token, replacement=replacement)
         try:
             pod = await zone.create_pod(body)
         except ConflictError:
             existing = await zone.get_pod(member.name)
-            if existing is None or pod_view(existing).replacement != ctx.record.id:
+            if existing is None or pod_view(existing).replacement != replacement:
                 raise K8sAdapterError(
                     f"{member.name}: a pod of that name exists that this replacement did not "
                     "create; not replacing it"
                 ) from None
-            pod = existing  # created by this run before a crash
-        return {"new_uid": str(pod.metadata.uid), "revision": template.revision}
+            pod = existing
+        return str(pod.metadata.uid)
 
     async def ready(self, ctx: StepContext) -> dict[str, Any]:
-        member = self.config.member(ctx.params["member"])
-        zone = self._zone(ctx)
+        await self.wait_ready(self.config.member(ctx.params["member"]))
+        return {}
+
+    async def wait_ready(self, member: Member) -> None:
+        """Wait until ``member``'s pod is Ready and its database healthy."""
+        zone = self.zones[member.zone]
         deadline = time.monotonic() + self.config.timings.ready_timeout_s
         why = "not seen yet"
         while time.monotonic() < deadline:
@@ -190,7 +205,7 @@ class ReplacementSteps:
             if view is not None and view.ready:
                 health = await self.probe.health(member)
                 if health.healthy:
-                    return {}
+                    return
                 why = health.detail
             else:
                 why = "pod not Ready" if view else "pod missing"
