@@ -1,5 +1,6 @@
 """The examples run and say what they promise."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,18 @@ def test_mysql_failover_daemon_example_runs_a_whole_site() -> None:
     assert "[published primary]" in stdout, "hacoord mysql status prints the tree"
     assert "DNS answers the new primary: True" in stdout
     assert "failover workflow succeeded" in stdout
+
+
+def test_k8s_rollout_example_replaces_every_member_and_loses_nothing() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "k8s_rollout.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("(rollout) succeeded") == 3, out.stdout
+    fewest = re.search(r"fewest members answering at any sample: (\d) of 3", out.stdout)
+    assert fewest is not None and int(fewest.group(1)) >= 2, out.stdout
+    acked = re.search(r"writes acknowledged: (\d+), lost: 0\n", out.stdout)
+    assert acked is not None and int(acked.group(1)) > 0, out.stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kubernetes_asyncio import client as k8s
 
@@ -122,8 +122,6 @@ async def observe(
 
 
 def _with_lag(view: MemberView, leader_commit: int) -> MemberView:
-    from dataclasses import replace
-
     return replace(view, lag=max(0, leader_commit - view.health.applied_index))
 
 
@@ -139,7 +137,11 @@ async def _pod_and_node(
     node = await zone.get_node(view.node)
     if node is None:
         return view, False, False
-    conditions = (node.status.conditions if node.status else None) or []
-    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
     cordoned = bool(node.spec and node.spec.unschedulable)
-    return view, ready, cordoned
+    return view, node_is_ready(node), cordoned
+
+
+def node_is_ready(node: k8s.V1Node) -> bool:
+    """Whether the node's ``Ready`` condition is ``True``."""
+    conditions = (node.status.conditions if node.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)

@@ -27,7 +27,7 @@ from hacoord.adapters.k8s.config import GroupConfig, Member, PodTemplate
 from hacoord.adapters.k8s.database import MemberProbe
 from hacoord.adapters.k8s.errors import ConflictError, K8sAdapterError, ReplacementBlockedError
 from hacoord.adapters.k8s.kube import ZoneClient
-from hacoord.adapters.k8s.observe import observe, pod_view
+from hacoord.adapters.k8s.observe import node_is_ready, observe, pod_view
 from hacoord.adapters.k8s.plan import Why, failure, unhealthy
 from hacoord.adapters.k8s.pods import (
     GROUP_LABEL,
@@ -41,6 +41,9 @@ from hacoord.workflow import Step, StepContext, Workflow
 REPLACE = "replace"
 POLL_S = 0.2
 """How often a waiting step looks again at the API server or the member."""
+
+MARK_ATTEMPTS = 20
+"""How often ``mark`` re-reads a pod whose resourceVersion moved under it before giving up."""
 
 Progress = Callable[[str], None]
 
@@ -123,15 +126,18 @@ class ReplacementSteps:
             REPLACED_TOKEN: str(ctx.token),
             REPLACE_REASON: f"{ctx.params['why']}: {ctx.params['detail']}",
         }
-        while old_uid:
+        conflict: ConflictError | None = None
+        for _ in range(MARK_ATTEMPTS if old_uid else 0):
             pod = await zone.get_pod(member)
             if pod is None or pod.metadata.uid != old_uid or pod.metadata.deletion_timestamp:
                 return {"marked": False}
             try:
                 await zone.annotate_pod(member, pod.metadata.resource_version, annotations)
                 return {"marked": True}
-            except ConflictError:
-                continue  # its kubelet updated the status meanwhile: read it again
+            except ConflictError as e:
+                conflict = e  # its kubelet updated the status meanwhile: read it again
+        if conflict is not None:
+            raise conflict
         return {"marked": False}
 
     async def delete(self, ctx: StepContext) -> dict[str, Any]:
@@ -151,6 +157,11 @@ class ReplacementSteps:
             pod = await zone.get_pod(member)
             if pod is None or pod.metadata.uid != old_uid:
                 break
+            node = await zone.get_node(pod.spec.node_name) if pod.spec.node_name else None
+            if node is not None and not node_is_ready(node):
+                # Its node died after the delete: its kubelet will never confirm.
+                await zone.delete_pod(member, old_uid, force=True)
+                continue
             if time.monotonic() > deadline:
                 raise K8sAdapterError(
                     f"{member}: pod {old_uid} still terminating after "

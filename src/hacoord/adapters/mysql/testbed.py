@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +42,13 @@ from typing import Any
 import aiomysql
 
 from hacoord.adapters.debian import apt_install
+from hacoord.testing.processes import (
+    file_size,
+    find_binary,
+    free_ports,
+    parent_death_prefix,
+    read_tail,
+)
 
 __all__ = [
     "MariaDBStartError",
@@ -56,7 +61,6 @@ __all__ = [
 _HOST = "127.0.0.1"
 _SERVER_BINARY = "mariadbd"
 _INSTALL_BINARY = "mariadb-install-db"
-_EXTRA_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/bin", "/usr/local/bin")
 _TEMPLATE_FORMAT = 1
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 60.0
@@ -110,20 +114,8 @@ class TestBedServer:
     socket: Path
 
 
-def _find_binary(name: str) -> str | None:
-    """The path of an executable, looking in PATH and then the usual sbin directories."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in _EXTRA_BIN_DIRS:
-        candidate = Path(directory) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
 def _missing_binaries() -> list[str]:
-    return [name for name in (_SERVER_BINARY, _INSTALL_BINARY) if _find_binary(name) is None]
+    return [name for name in (_SERVER_BINARY, _INSTALL_BINARY) if find_binary(name) is None]
 
 
 def ensure_mariadb_installed() -> None:
@@ -145,55 +137,6 @@ def ensure_mariadb_installed() -> None:
         raise MariaDBUnavailableError(
             "installed mariadb-server but still cannot find: " + ", ".join(still_missing)
         )
-
-
-def _free_ports(count: int, exclude: Sequence[int] = ()) -> list[int]:
-    """``count`` distinct free TCP ports of 127.0.0.1 (the sockets stay open until all found)."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(sock)
-            sock.bind((_HOST, 0))
-            port = int(sock.getsockname()[1])
-            if port not in exclude and port not in ports:
-                ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
-
-
-def _parent_death_prefix() -> list[str]:
-    """Command prefix that makes a child get SIGKILL when its parent thread exits (Linux).
-
-    Uses util-linux ``setpriv --pdeathsig`` (it execs the server, so the pid stays the same)
-    rather than a ``preexec_fn``, which is unsafe while other threads run. Empty if missing.
-    """
-    if not sys.platform.startswith("linux"):
-        return []
-    setpriv = _find_binary("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
-def _read_tail(path: Path, offset: int = 0, lines: int = 40) -> str:
-    """The last ``lines`` lines of a log file from byte ``offset`` on ('' if unreadable)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 async def _open(params: dict[str, object], timeout: float) -> aiomysql.Connection:
@@ -346,7 +289,7 @@ class MariaDBTestBed:
         try:
             self.base_dir.mkdir(parents=True, exist_ok=True)
             await self._ensure_template()
-            ports = _free_ports(self.count)
+            ports = free_ports(self.count)
             self.servers = [replace(s, port=p) for s, p in zip(self.servers, ports, strict=True)]
             await self._bring_up_fresh()
         except BaseException:
@@ -382,7 +325,7 @@ class MariaDBTestBed:
             proc.wait()
             raise TimeoutError(
                 f"server {index} did not shut down within {_STOP_TIMEOUT:.0f}s; killed it\n"
-                + _read_tail(self.log_path(index))
+                + read_tail(self.log_path(index))
             ) from None
 
     async def restart(self, index: int) -> None:
@@ -398,7 +341,7 @@ class MariaDBTestBed:
             raise RuntimeError(f"server {index} is already running")
         proc = self._launch(index)
         try:
-            await self._wait_ready(index, proc, _file_size(self.log_path(index)))
+            await self._wait_ready(index, proc, file_size(self.log_path(index)))
         except BaseException:
             self._kill_quietly(index)
             raise
@@ -549,12 +492,12 @@ class MariaDBTestBed:
 
     def _spawn(self, cnf: Path, log: Path) -> subprocess.Popen[bytes]:
         """Start ``mariadbd`` reading only ``cnf``, its output appended to ``log``."""
-        server = _find_binary(_SERVER_BINARY)
+        server = find_binary(_SERVER_BINARY)
         if server is None:
             raise MariaDBUnavailableError(f"{_SERVER_BINARY} not found")
         with log.open("ab") as out:
             return subprocess.Popen(
-                [*_parent_death_prefix(), server, f"--defaults-file={cnf}", "--user=root"],
+                [*parent_death_prefix(), server, f"--defaults-file={cnf}", "--user=root"],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -597,7 +540,7 @@ class MariaDBTestBed:
             if code is not None:
                 raise MariaDBStartError(
                     f"{name}: mariadbd exited with code {code} during startup; log tail:\n"
-                    + _read_tail(log, log_offset)
+                    + read_tail(log, log_offset)
                 )
             try:
                 conn = await _open(params, _PROBE_TIMEOUT)
@@ -609,7 +552,7 @@ class MariaDBTestBed:
             if time.monotonic() > deadline:
                 raise MariaDBStartError(
                     f"{name}: not accepting connections after {_START_TIMEOUT:.0f}s "
-                    f"(last error: {last_error}); log tail:\n" + _read_tail(log, log_offset)
+                    f"(last error: {last_error}); log tail:\n" + read_tail(log, log_offset)
                 )
             await asyncio.sleep(_POLL_INTERVAL)
 
@@ -670,18 +613,18 @@ class MariaDBTestBed:
         """Start server ``index`` on a fresh data directory; on a port clash pick another."""
         await asyncio.to_thread(self._prepare_node, index)
         for attempt in range(_PORT_RETRIES):
-            offset = _file_size(self.log_path(index))
+            offset = file_size(self.log_path(index))
             proc = self._launch(index)
             try:
                 await self._wait_ready(index, proc, offset)
                 return
             except MariaDBStartError:
                 self._kill_quietly(index)
-                log = _read_tail(self.log_path(index), offset, lines=200)
+                log = read_tail(self.log_path(index), offset, lines=200)
                 if attempt + 1 == _PORT_RETRIES or not any(m in log for m in _BIND_FAILURE_MARKERS):
                     raise
             taken = [s.port for s in self.servers]
-            [port] = _free_ports(1, exclude=taken)
+            [port] = free_ports(1, exclude=taken)
             self.servers[index] = replace(self.servers[index], port=port)
             await asyncio.to_thread(self._prepare_node, index)
 
@@ -725,7 +668,7 @@ class MariaDBTestBed:
                         f"{_REPLICATION_TIMEOUT:.0f}s (io={io}, sql={sql}, "
                         f"io_error={status.get('Last_IO_Error')!r}, "
                         f"sql_error={status.get('Last_SQL_Error')!r}); log tail:\n"
-                        + _read_tail(self.log_path(index))
+                        + read_tail(self.log_path(index))
                     )
                 await asyncio.sleep(_POLL_INTERVAL)
         finally:
@@ -790,7 +733,7 @@ class MariaDBTestBed:
         marker.write_text(wanted)
 
     async def _install_system_tables(self, datadir: Path) -> None:
-        install = _find_binary(_INSTALL_BINARY)
+        install = find_binary(_INSTALL_BINARY)
         if install is None:
             raise MariaDBUnavailableError(f"{_INSTALL_BINARY} not found")
         log = self.base_dir / "template-install.log"
@@ -818,7 +761,7 @@ class MariaDBTestBed:
         if proc.returncode != 0:
             raise MariaDBStartError(
                 f"{_INSTALL_BINARY} failed with exit code {proc.returncode}; log tail:\n"
-                + _read_tail(log)
+                + read_tail(log)
             )
 
     async def _provision_template(self, datadir: Path) -> None:
@@ -845,7 +788,7 @@ class MariaDBTestBed:
             )
             + "\n"
         )
-        offset = _file_size(log)
+        offset = file_size(log)
         proc = self._spawn(cnf, log)
         try:
             await self._poll_connect(
@@ -882,12 +825,12 @@ class MariaDBTestBed:
                 await self._wait_exit(proc, _STOP_TIMEOUT)
             except TimeoutError:
                 raise MariaDBStartError(
-                    "template server did not shut down; log tail:\n" + _read_tail(log, offset)
+                    "template server did not shut down; log tail:\n" + read_tail(log, offset)
                 ) from None
             if proc.returncode != 0:
                 raise MariaDBStartError(
                     f"template server exited with code {proc.returncode}; log tail:\n"
-                    + _read_tail(log, offset)
+                    + read_tail(log, offset)
                 )
         finally:
             if proc.poll() is None:
