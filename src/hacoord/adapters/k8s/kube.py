@@ -75,7 +75,9 @@ class ZoneClient:
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(call, self.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(self.timeout_s):
+                return await call
         except ApiException as e:
             raise _api_error(self.zone.name, what, e) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
