@@ -11,6 +11,7 @@ from hacoord.adapters.k8s.errors import (
     AccessDeniedError,
     ConfigError,
     ConflictError,
+    FencedError,
     K8sAdapterError,
     ReplacementBlockedError,
     UnknownMemberError,
@@ -19,14 +20,17 @@ from hacoord.adapters.k8s.errors import (
 )
 from hacoord.adapters.k8s.observe import GroupView, MemberView, PodView, observe
 from hacoord.adapters.k8s.plan import Blocked, Decision, Idle, Replace, Why, decide
+from hacoord.adapters.k8s.webhook import AdmissionWebhook
 
 __all__ = [
     "AccessDeniedError",
+    "AdmissionWebhook",
     "Blocked",
     "ConfigError",
     "ConflictError",
     "Decision",
     "EtcdProbe",
+    "FencedError",
     "GroupConfig",
     "GroupView",
     "Idle",

@@ -26,6 +26,7 @@ from hacoord.adapters.k8s.kube import ZoneClient
 from hacoord.adapters.k8s.observe import GroupView, observe
 from hacoord.adapters.k8s.plan import Blocked, Decision, Idle, Replace, decide
 from hacoord.adapters.k8s.replace import REPLACE, ReplacementSteps
+from hacoord.adapters.k8s.webhook import ADAPTER_GROUP, ADAPTER_USER, TOKEN_EXTRA
 from hacoord.client.client import Client
 from hacoord.client.election import Leadership
 from hacoord.workflow import (
@@ -59,7 +60,14 @@ class AdapterState:
 
 
 class K8sAdapter:
-    """Keeps a group's members on the desired template, repairing failures first."""
+    """Keeps a group's members on the desired template, repairing failures first.
+
+    ``probe`` asks the database about its members (etcd by default); ``instance`` names this
+    instance in the election; ``progress`` receives one line per step (default: the log).
+    With ``api_fencing`` every write is made as the impersonated adapter identity carrying the
+    current fencing token, which the fence webhook checks (see
+    :mod:`hacoord.adapters.k8s.webhook`; install it with :mod:`hacoord.adapters.k8s.install`).
+    """
 
     def __init__(
         self,
@@ -70,6 +78,7 @@ class K8sAdapter:
         instance: str = "adapter",
         ttl_s: float = 5.0,
         progress: Callable[[str], None] | None = None,
+        api_fencing: bool = False,
     ) -> None:
         self.client = client
         self.config = config
@@ -81,6 +90,10 @@ class K8sAdapter:
             z.name: ZoneClient(z, timeout_s=config.timings.api_timeout_s) for z in config.zones
         }
         self.steps = ReplacementSteps(config, self.zones, self.probe, self.progress)
+        self.api_fencing = api_fencing
+        """Write as the impersonated adapter identity carrying the token (see webhook)."""
+        self.leadership: Leadership | None = None
+        """The leadership this instance acts with, while it is the active one."""
         self.state = AdapterState()
         self.leading = asyncio.Event()
         self._ticks = 0
@@ -150,6 +163,7 @@ class K8sAdapter:
         await self.open()
         election = self.client.election(election_name(self.config.name))
         leadership = await election.acquire(self.instance.encode(), ttl_s=self.ttl_s)
+        self._act_with(leadership)
         try:
             view = await observe(self.config, self.zones, self.probe)
             if view.unreachable:
@@ -198,10 +212,18 @@ class K8sAdapter:
                 log.exception("%s: adapter loop failed; campaigning again", self.instance)
             finally:
                 self.leading.clear()
+                self.leadership = None
                 with contextlib.suppress(Exception):
                     await asyncio.shield(leadership.resign())
 
+    def _act_with(self, leadership: Leadership) -> None:
+        self.leadership = leadership
+        if self.api_fencing:
+            for zone in self.zones.values():
+                zone.fence_with(ADAPTER_USER, ADAPTER_GROUP, TOKEN_EXTRA, leadership.token)
+
     async def _lead(self, leadership: Leadership) -> None:
+        self._act_with(leadership)
         engine = self.engine(leadership)
         for record in await engine.resume_all():
             self.progress(f"{self.instance}: resumed {record.id} -> {record.status}")

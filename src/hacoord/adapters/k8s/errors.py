@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+FENCE_MARKER = "hacoord fence"
+"""Starts every denial of the fence webhook, so a client can tell a fenced write."""
+
 
 class K8sAdapterError(Exception):
     """Base class of the adapter's errors."""
@@ -39,6 +42,10 @@ class ZoneUnreachableError(ZoneError):
 
 class AccessDeniedError(ZoneError):
     """The API server refused the adapter's credentials or RBAC forbids the call."""
+
+
+class FencedError(AccessDeniedError):
+    """The API server refused a write because its fencing token is no longer current."""
 
 
 class ConflictError(ZoneError):

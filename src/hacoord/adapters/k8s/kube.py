@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
@@ -21,8 +22,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from hacoord.adapters.k8s.config import Zone
 from hacoord.adapters.k8s.errors import (
+    FENCE_MARKER,
     AccessDeniedError,
     ConflictError,
+    FencedError,
     ZoneError,
     ZoneUnreachableError,
 )
@@ -62,6 +65,24 @@ class ZoneClient:
         if self._api is not None:
             await self._api.close()
         self._api = self._core = None
+
+    def fence_with(self, user: str, group: str, extra: str, token: int) -> None:
+        """Make every later call as ``user`` (impersonated) carrying ``token`` as user extra.
+
+        The fence webhook checks that token against the current holder's, so the API server
+        itself refuses this client's writes once its holder has been superseded.
+        """
+        api = self.api
+        api.set_default_header("Impersonate-User", user)
+        api.set_default_header("Impersonate-Group", group)
+        api.set_default_header(f"Impersonate-Extra-{quote(extra, safe='')}", str(token))
+
+    @property
+    def api(self) -> k8s.ApiClient:
+        """The underlying API client (after :meth:`open`)."""
+        if self._api is None:
+            raise ZoneError(self.zone.name, "client used before open()")
+        return self._api
 
     @property
     def core(self) -> k8s.CoreV1Api:
@@ -178,6 +199,8 @@ def _is_not_found(e: ZoneError) -> bool:
 def _api_error(zone: str, what: str, e: ApiException) -> ZoneError:
     status = int(e.status or 0)
     reason = _message(e)
+    if status == 403 and FENCE_MARKER in reason:
+        return FencedError(zone, f"{what}: {reason}", status)
     if status in (401, 403):
         return AccessDeniedError(zone, f"{what}: refused ({status}): {reason}", status)
     if status == 409:

@@ -16,7 +16,7 @@ from hacoord.adapters.k8s.config import GroupConfig, Member
 from hacoord.adapters.k8s.database import MemberHealth, MemberProbe
 from hacoord.adapters.k8s.errors import ZoneError
 from hacoord.adapters.k8s.kube import ZoneClient
-from hacoord.adapters.k8s.pods import REPLACED_BY, REPLACEMENT, REVISION
+from hacoord.adapters.k8s.pods import EVICTION_REQUESTED_BY, REPLACED_BY, REPLACEMENT, REVISION
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,8 @@ class PodView:
     """The replacement that created this pod (empty if the adapter did not)."""
     replaced_by: str = ""
     """The replacement that is deleting this pod (empty if none)."""
+    eviction_requested_by: str = ""
+    """Who asked to evict the pod (the eviction webhook denied it and recorded this)."""
     message: str = ""
 
 
@@ -87,6 +89,7 @@ def pod_view(pod: k8s.V1Pod) -> PodView:
         deleting=meta.deletion_timestamp is not None,
         replacement=str(annotations.get(REPLACEMENT, "")),
         replaced_by=str(annotations.get(REPLACED_BY, "")),
+        eviction_requested_by=str(annotations.get(EVICTION_REQUESTED_BY, "")),
         message=str((status.message if status else None) or ""),
     )
 

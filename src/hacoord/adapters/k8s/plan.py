@@ -31,6 +31,7 @@ class Why(enum.StrEnum):
 
     REPAIR = "repair"
     DRAIN = "drain"
+    EVICTION = "eviction"
     ROLLOUT = "rollout"
     REQUESTED = "requested"
 
@@ -140,6 +141,10 @@ def _planned(
     for m in view.members:
         if m.pod is not None and m.node_cordoned:
             return Replace(m.name, Why.DRAIN, f"its node {m.pod.node} is cordoned")
+    for m in view.members:
+        if m.pod is not None and m.pod.eviction_requested_by:
+            who = m.pod.eviction_requested_by
+            return Replace(m.name, Why.EVICTION, f"{who} asked to evict it from {m.pod.node}")
     for name in requested:
         if name in {m.name for m in view.members}:
             return Replace(name, Why.REQUESTED, "an operator asked for it")
