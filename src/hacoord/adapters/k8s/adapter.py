@@ -191,6 +191,25 @@ class K8sAdapter:
 
     # -- the active instance ---------------------------------------------------------------
 
+    async def bootstrap_if_new(self) -> bool:
+        """Bootstrap the group if no member has a pod in any zone; whether it did.
+
+        A group without a single pod cannot be repaired one member at a time (a lone new
+        member never becomes healthy); all at once is also right when every pod was lost,
+        since the members come back on their volumes. Several instances may call this at
+        once: the first bootstraps, the others find the pods and return ``False``.
+        """
+        await self.open()
+        view = await observe(self.config, self.zones, self.probe)
+        if view.unreachable or any(m.pod is not None for m in view.members):
+            return False
+        try:
+            await self.bootstrap()
+        except ReplacementBlockedError as e:
+            log.info("%s: no bootstrap: %s", self.instance, e)
+            return False
+        return True
+
     async def run(self) -> None:
         """Campaign, act while elected, campaign again; until cancelled."""
         await self.open()

@@ -42,14 +42,13 @@ the setting.
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hacoord.adapters.daemon_support import check_keys, read_toml
 from hacoord.adapters.mysql.config import ClusterConfig
 from hacoord.adapters.mysql.orchestrator import OrchestratorTimings
 from hacoord.server.config_file import parse_address
@@ -119,31 +118,23 @@ class DaemonConfig:
         raise KeyError(f"no cluster {name!r} in the configuration (known: {known})")
 
 
-def _check(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            near = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ValueError(f"{where}: unknown setting {key!r}{hint}")
-
-
 def parse_daemon_config(
     raw: Mapping[str, Any], name: str, env: Mapping[str, str] | None = None
 ) -> DaemonConfig:
     """Check and convert a parsed TOML document."""
     env = os.environ if env is None else env
-    _check(raw, {"daemon", "clusters"}, name)
+    check_keys(raw, {"daemon", "clusters"}, name)
     daemon = raw.get("daemon", {})
-    _check(daemon, _DAEMON_KEYS, f"{name} [daemon]")
+    check_keys(daemon, _DAEMON_KEYS, f"{name} [daemon]")
     clusters = raw.get("clusters")
     if not clusters:
         raise ValueError(f"{name}: no [[clusters]] configured")
     parsed = []
     for i, table in enumerate(clusters):
         where = f"{name} [[clusters]] #{i + 1} ({table.get('name', '?')})"
-        _check(table, _CLUSTER_KEYS, where)
-        _check(table.get("hooks", {}), _HOOK_KEYS, f"{where} [hooks]")
-        _check(table.get("dns", {}), _DNS_KEYS, f"{where} [dns]")
+        check_keys(table, _CLUSTER_KEYS, where)
+        check_keys(table.get("hooks", {}), _HOOK_KEYS, f"{where} [hooks]")
+        check_keys(table.get("dns", {}), _DNS_KEYS, f"{where} [dns]")
         try:
             parsed.append(ClusterConfig.from_mapping(table, env))
         except (ValueError, KeyError, TypeError) as e:
@@ -191,10 +182,5 @@ def parse_daemon_config(
 
 def load_daemon_config(path: Path, env: Mapping[str, str] | None = None) -> DaemonConfig:
     """Read and check ``path``."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    raw = read_toml(path)
     return parse_daemon_config(raw, str(path), env)

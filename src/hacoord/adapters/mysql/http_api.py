@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hacoord.adapters.daemon_support import bad_request, json_body, record_json
 from hacoord.adapters.mysql.adapter import NAMESPACE, MySQLAdapter
 from hacoord.adapters.mysql.keys import (
     agents_prefix,
@@ -40,12 +41,7 @@ from hacoord.adapters.mysql.orchestrator import (
 )
 from hacoord.adapters.mysql.primary import PrimaryRecord, read_primary
 from hacoord.client.client import Client
-from hacoord.workflow import WorkflowRecord, WorkflowStore
-
-
-def record_json(record: WorkflowRecord) -> dict[str, Any]:
-    """A workflow record as plain JSON."""
-    return json.loads(record.to_json())  # type: ignore[no-any-return]
+from hacoord.workflow import WorkflowStore
 
 
 class MySQLHttpApi:
@@ -96,15 +92,7 @@ class MySQLHttpApi:
         return name
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        if not request.can_read_body:
-            return {}
-        try:
-            body = await request.json()
-        except ValueError as e:
-            raise _bad(f"body is not JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise _bad("body must be a JSON object")
-        return body
+        return await json_body(request)
 
     async def _summary(self, name: str, primary: PrimaryRecord | None) -> dict[str, Any]:
         decision = await self.client.get(decision_key(name))
@@ -207,7 +195,7 @@ class MySQLHttpApi:
         try:
             limit = int(request.query.get("limit", "20"))
         except ValueError:
-            raise _bad("limit must be an integer") from None
+            raise bad_request("limit must be an integer") from None
         records = await WorkflowStore(self.client, NAMESPACE).history(name, limit)
         return web.json_response([record_json(r) for r in records])
 
@@ -220,10 +208,10 @@ class MySQLHttpApi:
             try:
                 self.adapter.config(name).host(str(candidate))
             except KeyError as e:
-                raise _bad(str(e.args[0])) from None
+                raise bad_request(str(e.args[0])) from None
         wait_s = body.get("wait_s", 30.0)
         if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or wait_s < 0:
-            raise _bad(f"wait_s must be a number of seconds >= 0, got {wait_s!r}")
+            raise bad_request(f"wait_s must be a number of seconds >= 0, got {wait_s!r}")
         request_id = await request_switchover(self.client, name, candidate)
         deadline = time.monotonic() + wait_s
         store = WorkflowStore(self.client, NAMESPACE)
@@ -246,14 +234,10 @@ class MySQLHttpApi:
         body = await self._body(request)
         host = body.get("host")
         if not isinstance(host, str) or not isinstance(body.get("on"), bool):
-            raise _bad('body must be {"host": "host:port", "on": true|false}')
+            raise bad_request('body must be {"host": "host:port", "on": true|false}')
         try:
             self.adapter.config(name).host(host)
         except KeyError as e:
-            raise _bad(str(e.args[0])) from None
+            raise bad_request(str(e.args[0])) from None
         await set_maintenance(self.client, name, host, body["on"], str(body.get("reason", "")))
         return web.json_response({"host": host, "maintenance": body["on"]})
-
-
-def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")

@@ -1,0 +1,83 @@
+"""What every adapter daemon shares: its TOML file checks and its JSON HTTP API plumbing."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from hacoord.workflow import WorkflowRecord
+
+
+def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    """Raise ``ValueError`` naming the first key of ``table`` not in ``allowed`` (with a hint)."""
+    for key in table:
+        if key not in allowed:
+            near = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"{where}: unknown setting {key!r}{hint}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse ``path``; ``ValueError`` names the file and what is wrong with it."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+
+
+def record_json(record: WorkflowRecord) -> dict[str, Any]:
+    """A workflow record as plain JSON."""
+    return json.loads(record.to_json())  # type: ignore[no-any-return]
+
+
+def bad_request(message: str) -> web.HTTPBadRequest:
+    """A 400 whose JSON body says what is wrong."""
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def not_found(message: str) -> web.HTTPNotFound:
+    """A 404 whose JSON body says what is missing."""
+    return web.HTTPNotFound(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` if none); 400 if it is not one."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError as e:
+        raise bad_request(f"body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request("body must be a JSON object")
+    return body
+
+
+class JsonHttpServer:
+    """An aiohttp application that listens on one address until closed."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (port 0: any free one, then in :attr:`port`)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
