@@ -143,3 +143,19 @@ def test_mysql_soak_quick_kills_members_without_failover_or_loss() -> None:
     assert sum(verdicts.values()) <= 2, verdicts  # at most one read per kill
     assert result["acknowledged_writes"] > 0
     assert result["acknowledged_writes_lost"] == 0
+
+
+def test_k8s_rollout_benchmark_keeps_a_quorum_with_the_adapter_and_not_without() -> None:
+    result = _run_benchmark("k8s_rollout", timeout=420)
+    assert result["benchmark"] == "k8s_rollout"
+    adapted, plain = result["adapter"], result["baseline"]
+    for scenario in ("rollout", "drain_two_zones"):
+        assert adapted[scenario]["fewest_up"] == 2, adapted[scenario]  # one member down at most
+        assert adapted[scenario]["writes_lost"] == 0
+        assert adapted[scenario]["writes_acked"] > 0
+    assert len(adapted["rollout"]["replacements_s"]) == 3
+    assert len(adapted["drain_two_zones"]["replacements_s"]) == 2
+    assert adapted["webhook"]["evictions_denied"] >= 2
+    # Each cluster's own tools take their members down together.
+    assert plain["rollout"]["fewest_up"] < 2
+    assert plain["drain_two_zones"]["fewest_up"] < 2
