@@ -251,8 +251,13 @@ class K8sAdapter:
         lost = asyncio.create_task(leadership.lost())
         try:
             while not lost.done():
+                replaced = False
                 try:
-                    await self.tick(engine)
+                    decision = await self.tick(engine)
+                    replaced = (
+                        isinstance(decision, Replace)
+                        and self.state.finished[-1].status is Status.SUCCEEDED
+                    )
                 except FencedOutError:
                     raise
                 except Exception:
@@ -260,8 +265,10 @@ class K8sAdapter:
                 self._ticks += 1
                 async with self._ticked:
                     self._ticked.notify_all()
-                if isinstance(self.state.decision, Replace):
-                    continue  # look again at once: the next member may be ready to go
+                if replaced:
+                    # Look again at once: the next member may be ready to go. A failed
+                    # replacement or round waits the interval, so it cannot spin.
+                    continue
                 await asyncio.wait({lost}, timeout=self.config.timings.interval_s)
         finally:
             lost.cancel()

@@ -161,7 +161,6 @@ class ReplacementSteps:
             if node is not None and not node_is_ready(node):
                 # Its node died after the delete: its kubelet will never confirm.
                 await zone.delete_pod(member, old_uid, force=True)
-                continue
             if time.monotonic() > deadline:
                 raise K8sAdapterError(
                     f"{member}: pod {old_uid} still terminating after "
