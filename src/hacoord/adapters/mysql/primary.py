@@ -6,13 +6,12 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
+from hacoord.adapters.fenced_record import publish_fenced
 from hacoord.adapters.mysql.keys import primary_key, quarantine_key
 from hacoord.client.client import Client
 from hacoord.client.election import Leadership
-from hacoord.coord.commands import Compare, CompareOp, Put, Range, Target, Txn
 from hacoord.coord.errors import FencingTokenError
-from hacoord.coord.results import EventType, RangeResult
-from hacoord.workflow.errors import FencedOutError
+from hacoord.coord.results import EventType
 
 __all__ = [
     "PrimaryRecord",
@@ -72,34 +71,12 @@ async def publish_primary(leadership: Leadership, record: PrimaryRecord) -> int:
     Returns the revision of the write. Raises :class:`FencedOutError` when the
     leadership ended or a record with a newer token is already published.
     """
-    client = leadership.election.client
     key = primary_key(record.cluster)
-    holder = leadership.holder
-    while True:
-        current = await client.range(key)
-        mod = current.kvs[0].mod_revision if current.kvs else 0
-        if current.kvs:
-            published = PrimaryRecord.from_json(current.kvs[0].value)
-            if published.token > record.token:
-                raise FencedOutError(
-                    record.workflow,
-                    record.token,
-                    str(FencingTokenError(key, record.token, published.token)),
-                )
-        result = await client.txn(
-            Txn(
-                compares=(
-                    Compare(holder.key, Target.CREATE, CompareOp.EQUAL, holder.token),
-                    Compare(key, Target.MOD, CompareOp.EQUAL, mod),
-                ),
-                success=(Put(key, record.to_json()),),
-                failure=(Range(holder.key),),
-            )
-        )
-        if result.succeeded:
-            return result.revision
-        held = result.results[0]
-        assert isinstance(held, RangeResult)
-        if not held.kvs or held.kvs[0].create_revision != holder.token:
-            raise FencedOutError(record.workflow, record.token, "the leadership ended")
-        # The record changed between our read and write: look again.
+
+    def refuse_over(stored: bytes) -> str | None:
+        published = PrimaryRecord.from_json(stored)
+        if published.token > record.token:
+            return str(FencingTokenError(key, record.token, published.token))
+        return None
+
+    return await publish_fenced(leadership, key, record.to_json(), refuse_over, record.workflow)
