@@ -1,0 +1,384 @@
+"""HAConsumer: reads the union of an HA group's clusters; a dead or hung one never stalls the rest.
+
+One aiokafka consumer per cluster, in the same consumer group name in each cluster, each in
+its own background task that delivers into one bounded queue. A cluster that cannot be
+reached (down, hung, not yet back) is retried forever with back-off in its own task, so a
+start or restart skips it and picks it up when it returns; the live clusters keep
+delivering. Offsets are committed per cluster (:meth:`HAConsumer.commit` commits what the
+caller has taken), each with its own timeout: an offset that cannot be committed to a dead
+cluster is kept and committed when it returns.
+
+Delivery is at least once. With :attr:`ConsumerOptions.dedup_window` > 0, a message whose
+:data:`~hacoord.adapters.kafka.producer.MESSAGE_ID_HEADER` was among the last that many ids
+delivered is dropped (counted in :attr:`HAConsumer.duplicates`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from hacoord.adapters.kafka.config import ClusterConfig, GroupConfig
+from hacoord.adapters.kafka.errors import ConfigError
+from hacoord.adapters.kafka.producer import MESSAGE_ID_HEADER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    """Polling, buffering, retry and duplicate-drop settings of an :class:`HAConsumer`."""
+
+    poll_interval_ms: int = 200
+    """Longest wait of one fetch from one cluster."""
+    max_records: int = 500
+    """Most records one fetch hands over."""
+    buffer_batches: int = 64
+    """Fetched batches waiting for the caller, over all clusters; more wait (back-pressure)."""
+    request_timeout_s: float = 10.0
+    """Timeout of one request to a cluster (start, commit, stop)."""
+    retry_backoff_s: float = 0.5
+    """Back-off before connecting to a failed cluster again, doubling ..."""
+    max_retry_backoff_s: float = 5.0
+    """... up to this."""
+    dedup_window: int = 100_000
+    """How many recent message ids are remembered to drop duplicates (0: keep every copy)."""
+    auto_offset_reset: str = "earliest"
+    """Where a consumer group new to a cluster starts: ``earliest`` or ``latest``."""
+    session_timeout_ms: int = 10_000
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """More keyword arguments for every ``AIOKafkaConsumer``."""
+
+    def __post_init__(self) -> None:
+        if self.poll_interval_ms < 1:
+            raise ConfigError(
+                f"consumer: poll_interval_ms must be >= 1, got {self.poll_interval_ms}"
+            )
+        for name in ("max_records", "buffer_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"consumer: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("request_timeout_s", "retry_backoff_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"consumer: {name} must be > 0, got {getattr(self, name)}")
+        if self.dedup_window < 0:
+            raise ConfigError(f"consumer: dedup_window must be >= 0, got {self.dedup_window}")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError(
+                f"consumer: auto_offset_reset must be 'earliest' or 'latest', "
+                f"got {self.auto_offset_reset!r}"
+            )
+        reserved = {"bootstrap_servers", "group_id", "enable_auto_commit", "client_id"}
+        if bad := reserved & set(self.client_options):
+            raise ConfigError(f"consumer: client_options may not set {sorted(bad)}")
+
+
+@dataclass(frozen=True, slots=True)
+class HARecord:
+    """One message as read from one cluster."""
+
+    cluster: str
+    topic: str
+    """The logical topic."""
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    message_id: bytes | None
+    """The producer's id (``None`` for a message sent without :class:`HAProducer`)."""
+    timestamp_ms: int
+
+
+class ReaderState(StrEnum):
+    """Where one cluster's reader is."""
+
+    CONNECTING = "connecting"
+    READING = "reading"
+    FAILED = "failed"
+    """Its last attempt failed; it tries again after a back-off."""
+
+
+@dataclass(slots=True)
+class ReaderStats:
+    """What one cluster's reader has done."""
+
+    state: ReaderState = ReaderState.CONNECTING
+    delivered: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_fetch_at: float = 0.0
+    """``time.monotonic()`` of its last fetch that answered (with or without records)."""
+    committed: int = 0
+    commit_failures: int = 0
+
+
+class _Reader:
+    """Reads one cluster into the shared queue, reconnecting forever."""
+
+    def __init__(
+        self,
+        owner: HAConsumer,
+        cluster: ClusterConfig,
+        topics: list[str],
+        queue: asyncio.Queue[list[HARecord]],
+    ) -> None:
+        self.owner = owner
+        self.cluster = cluster
+        self.topics = topics
+        self.queue = queue
+        self.options = owner.options
+        self.stats = ReaderStats()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"consumer-{self.cluster.name}")
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self._drop_consumer()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._connect()
+                failures = 0
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                self.stats.failures += 1
+                self.stats.state = ReaderState.FAILED
+                self.stats.last_error = repr(e)
+                log.info("%s: reader failed (%r); trying again", self.cluster.name, e)
+                await self._drop_consumer()
+                backoff = min(
+                    self.options.max_retry_backoff_s,
+                    self.options.retry_backoff_s * 2 ** (failures - 1),
+                )
+                await asyncio.sleep(backoff)
+
+    async def _connect(self) -> None:
+        self.stats.state = ReaderState.CONNECTING
+        options = self.options
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.cluster.bootstrap_servers,
+            group_id=self.owner.group_id,
+            client_id=f"{self.owner.client_id}-{self.cluster.name}",
+            enable_auto_commit=False,
+            auto_offset_reset=options.auto_offset_reset,
+            request_timeout_ms=int(options.request_timeout_s * 1000),
+            session_timeout_ms=options.session_timeout_ms,
+            heartbeat_interval_ms=max(100, options.session_timeout_ms // 3),
+            fetch_max_wait_ms=options.poll_interval_ms,
+            **options.client_options,
+        )
+        try:
+            async with asyncio.timeout(options.request_timeout_s):
+                await consumer.start()
+        except BaseException:
+            await _stop_quietly(consumer, options.request_timeout_s)
+            raise
+        self.consumer = consumer
+        self.stats.state = ReaderState.READING
+
+    async def _read(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        name = self.cluster.name
+        logical = self.owner.logical
+        # getmany's own timeout bounds a fetch from a live broker; the outer one catches a
+        # consumer stuck on a hung coordinator or metadata request.
+        poll_ms = self.options.poll_interval_ms
+        bound = poll_ms / 1000 + self.options.request_timeout_s
+        while True:
+            async with asyncio.timeout(bound):
+                batches = await consumer.getmany(
+                    timeout_ms=poll_ms, max_records=self.options.max_records
+                )
+            self.stats.last_fetch_at = time.monotonic()
+            for tp, records in batches.items():
+                if records:
+                    batch = [_record(name, logical[tp.topic], r) for r in records]
+                    await self.queue.put(batch)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        consumer = self.consumer
+        if consumer is None or self.stats.state is not ReaderState.READING:
+            return False
+        try:
+            async with asyncio.timeout(self.options.request_timeout_s):
+                await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as e:
+            # A rebalance moved these partitions: their next owner reads from the last
+            # committed offset (at least once), so ours are dropped.
+            self.stats.commit_failures += 1
+            log.info(
+                "%s: commit refused after a rebalance (%r); offsets dropped", self.cluster.name, e
+            )
+            return True
+        except (KafkaError, TimeoutError, OSError) as e:
+            self.stats.commit_failures += 1
+            self.stats.last_error = f"commit: {e!r}"
+            return False
+        self.stats.committed += 1
+        return True
+
+    async def _drop_consumer(self) -> None:
+        if self.consumer is not None:
+            consumer, self.consumer = self.consumer, None
+            await _stop_quietly(consumer, self.options.request_timeout_s)
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await consumer.stop()
+    except Exception as e:  # a hung or dead cluster: give its connections up
+        log.debug("consumer stop: %r", e)
+
+
+def _record(cluster: str, topic: str, r: ConsumerRecord[bytes, bytes]) -> HARecord:
+    headers = tuple(r.headers or ())
+    mid = next((v for k, v in headers if k == MESSAGE_ID_HEADER), None)
+    return HARecord(
+        cluster, topic, r.partition, r.offset, r.key, r.value, headers, mid, r.timestamp
+    )
+
+
+class HAConsumer:
+    """Reads logical topics from every cluster of an HA group; see the module docstring.
+
+    ``async with HAConsumer(config, "my-group") as consumer:`` then
+    ``records = await consumer.getmany()`` and ``await consumer.commit()`` after
+    processing them, or ``async for record in consumer``.
+    """
+
+    def __init__(
+        self,
+        config: GroupConfig,
+        group_id: str,
+        topics: Iterable[str] | None = None,
+        options: ConsumerOptions | None = None,
+        client_id: str = "hacoord-consumer",
+    ) -> None:
+        if not group_id:
+            raise ConfigError("consumer: group_id must not be empty")
+        self.config = config
+        self.group_id = group_id
+        self.client_id = client_id
+        self.options = options or ConsumerOptions()
+        names = list(topics) if topics is not None else [t.name for t in config.topics]
+        if not names:
+            raise ConfigError("consumer: no topics to read")
+        self.topics = [config.topic(n) for n in names]
+        self.logical = {t.physical: t.name for t in self.topics}
+        self._queue: asyncio.Queue[list[HARecord]] = asyncio.Queue(self.options.buffer_batches)
+        self._readers: dict[str, _Reader] = {}
+        self._taken: dict[str, dict[TopicPartition, int]] = {}
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self.duplicates = 0
+        """Messages dropped because their id was delivered before."""
+
+    async def start(self) -> None:
+        """Start a reader per cluster; returns at once (no cluster needs to be up)."""
+        physical = [t.physical for t in self.topics]
+        for cluster in self.config.clusters:
+            reader = _Reader(self, cluster, physical, self._queue)
+            self._readers[cluster.name] = reader
+            self._taken[cluster.name] = {}
+            reader.start()
+
+    async def close(self, commit: bool = True) -> None:
+        """Commit what was taken (unless ``commit=False``) and stop every reader."""
+        if commit:
+            await self.commit()
+        await asyncio.gather(*(r.close() for r in self._readers.values()))
+
+    async def __aenter__(self) -> HAConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stats(self) -> dict[str, ReaderStats]:
+        """Per cluster: reader state, messages delivered, failures, last error."""
+        return {name: r.stats for name, r in self._readers.items()}
+
+    async def getmany(self, timeout: float = 1.0, max_records: int = 0) -> list[HARecord]:
+        """Records from any cluster, waiting up to ``timeout`` seconds for the first batch.
+
+        Returns what is buffered (up to ``max_records`` batches' worth if given), or ``[]``.
+        """
+        batches: list[list[HARecord]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                batches.append(await self._queue.get())
+        except TimeoutError:
+            return []
+        while not self._queue.empty() and (
+            max_records <= 0 or sum(map(len, batches)) < max_records
+        ):
+            batches.append(self._queue.get_nowait())
+        out: list[HARecord] = []
+        for batch in batches:
+            for record in batch:
+                if self._take(record):
+                    out.append(record)
+        return out
+
+    async def __aiter__(self) -> AsyncIterator[HARecord]:
+        while True:
+            for record in await self.getmany(timeout=3600.0):
+                yield record
+
+    def _take(self, record: HARecord) -> bool:
+        """Mark ``record`` as taken (its offset is committed next); whether it is new."""
+        tp = TopicPartition(self.config.topic(record.topic).physical, record.partition)
+        self._taken[record.cluster][tp] = record.offset + 1
+        self._readers[record.cluster].stats.delivered += 1
+        window = self.options.dedup_window
+        if window == 0 or record.message_id is None:
+            return True
+        if record.message_id in self._seen:
+            self._seen.move_to_end(record.message_id)
+            self.duplicates += 1
+            return False
+        self._seen[record.message_id] = None
+        if len(self._seen) > window:
+            self._seen.popitem(last=False)
+        return True
+
+    async def commit(self) -> dict[str, bool]:
+        """Commit, per cluster and at once, the offsets after every record taken.
+
+        Returns which clusters committed; a cluster that did not keeps its offsets for the
+        next call. No cluster waits for another.
+        """
+        names = [n for n, taken in self._taken.items() if taken]
+        snapshots = {n: dict(self._taken[n]) for n in names}
+        results = await asyncio.gather(*(self._readers[n].commit(snapshots[n]) for n in names))
+        for name, ok in zip(names, results, strict=True):
+            if ok:
+                taken = self._taken[name]
+                for tp, offset in snapshots[name].items():
+                    if taken.get(tp) == offset:
+                        del taken[tp]
+        return dict(zip(names, results, strict=True))

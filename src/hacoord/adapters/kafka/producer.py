@@ -1,0 +1,410 @@
+"""HAProducer: at-least-once sends to an HA group, moving to another cluster on failure.
+
+Every message carries a :data:`MESSAGE_ID_HEADER` so consumers can drop duplicates. A send
+returns only after a cluster acknowledged it with ``acks=all``. When the cluster it tried
+fails or does not answer within :attr:`ProducerOptions.attempt_timeout_s`, the send goes to
+the next writable cluster of the topology (multi-primary mode), or waits for the control
+plane to publish a new primary (primary mode), until
+:attr:`ProducerOptions.delivery_timeout_s`; then :class:`NoClusterAvailableError` says what
+each cluster answered. A send that timed out on one cluster may still land there later:
+that is the duplicate the id header is for.
+
+The number of sends in flight is bounded (:attr:`ProducerOptions.max_pending`): a full buffer
+makes ``send`` wait, and :class:`BufferFullError` ends a wait longer than
+:attr:`ProducerOptions.buffer_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from hacoord.adapters.kafka.config import ClusterConfig, GroupConfig
+from hacoord.adapters.kafka.errors import (
+    BufferFullError,
+    ClusterUnreachableError,
+    ConfigError,
+    NoClusterAvailableError,
+    ProducerClosedError,
+)
+from hacoord.adapters.kafka.topology import StaticTopology, Topology, TopologySource
+
+log = logging.getLogger(__name__)
+
+MESSAGE_ID_HEADER = "hacoord-id"
+"""The header carrying each message's id (bytes), the same on every cluster it lands on."""
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerOptions:
+    """Timeouts, buffer bound and back-off of an :class:`HAProducer`."""
+
+    attempt_timeout_s: float = 5.0
+    """How long one cluster may take to acknowledge before the send moves on."""
+    delivery_timeout_s: float = 30.0
+    """How long one send may take in all, over every cluster and topology change."""
+    max_pending: int = 10_000
+    """Sends in flight at once; more wait (back-pressure)."""
+    buffer_timeout_s: float = 10.0
+    """How long a send waits for room in the buffer before :class:`BufferFullError`."""
+    backoff_s: float = 0.5
+    """A cluster that failed is skipped this long, doubling per failure in a row ..."""
+    max_backoff_s: float = 8.0
+    """... up to this."""
+    linger_ms: int = 0
+    """aiokafka's batching delay."""
+    max_batch_size: int = 65_536
+    """aiokafka's batch size in bytes."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """More keyword arguments for every ``AIOKafkaProducer`` (``security_protocol``, ...)."""
+
+    def __post_init__(self) -> None:
+        for name in ("attempt_timeout_s", "delivery_timeout_s", "buffer_timeout_s", "backoff_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"producer: {name} must be > 0, got {getattr(self, name)}")
+        if self.max_pending < 1:
+            raise ConfigError(f"producer: max_pending must be >= 1, got {self.max_pending}")
+        if self.max_backoff_s < self.backoff_s:
+            raise ConfigError("producer: max_backoff_s must be >= backoff_s")
+        reserved = {"bootstrap_servers", "acks", "request_timeout_ms", "client_id"}
+        if bad := reserved & set(self.client_options):
+            raise ConfigError(f"producer: client_options may not set {sorted(bad)}")
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """Where a message was acknowledged."""
+
+    topic: str
+    """The logical topic."""
+    cluster: str
+    partition: int
+    offset: int
+    message_id: bytes
+    attempts: int
+    """Clusters tried (1: the first one took it)."""
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    """What one cluster did for the producer."""
+
+    acked: int = 0
+    failed: int = 0
+    last_error: str = ""
+    skipped_until: float = 0.0
+
+
+class _Link:
+    """One cluster's aiokafka producer, started on first use and again after a failure."""
+
+    def __init__(self, cluster: ClusterConfig, client_id: str, options: ProducerOptions) -> None:
+        self.cluster = cluster
+        self.client_id = client_id
+        self.options = options
+        self.producer: AIOKafkaProducer | None = None
+        self.stats = ClusterStats()
+        self.failures_in_row = 0
+        self._starting: asyncio.Lock = asyncio.Lock()
+        self.abandon: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolved when the topology stops listing this cluster as writable."""
+
+    @property
+    def skipping(self) -> bool:
+        return time.monotonic() < self.stats.skipped_until
+
+    async def ready(self) -> AIOKafkaProducer:
+        if self.producer is not None:
+            return self.producer
+        async with self._starting:
+            if self.producer is not None:
+                return self.producer
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.cluster.bootstrap_servers,
+                acks="all",
+                request_timeout_ms=int(self.options.attempt_timeout_s * 1000),
+                client_id=self.client_id,
+                linger_ms=self.options.linger_ms,
+                max_batch_size=self.options.max_batch_size,
+                **self.options.client_options,
+            )
+            try:
+                async with asyncio.timeout(self.options.attempt_timeout_s):
+                    await producer.start()
+            except BaseException as e:
+                await _stop_quietly(producer, self.options.attempt_timeout_s)
+                if isinstance(e, Exception):
+                    raise ClusterUnreachableError(
+                        self.cluster.name, f"cannot connect: {e!r}"
+                    ) from e
+                raise
+            self.producer = producer
+            return producer
+
+    def succeeded(self) -> None:
+        self.stats.acked += 1
+        self.failures_in_row = 0
+
+    def failed(self, error: str) -> None:
+        self.stats.failed += 1
+        self.stats.last_error = error
+        self.failures_in_row += 1
+        backoff = min(
+            self.options.max_backoff_s, self.options.backoff_s * 2 ** (self.failures_in_row - 1)
+        )
+        self.stats.skipped_until = time.monotonic() + backoff
+
+    def renew_abandon(self) -> None:
+        if not self.abandon.done():
+            self.abandon.set_result(None)
+        self.abandon = asyncio.get_running_loop().create_future()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            await _stop_quietly(producer, self.options.attempt_timeout_s)
+        if not self.abandon.done():
+            self.abandon.set_result(None)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await producer.stop()
+    except Exception as e:  # a hung or dead cluster: give its connections up
+        log.debug("producer stop: %r", e)
+
+
+class HAProducer:
+    """Sends to an HA group's clusters, following its topology; see the module docstring.
+
+    ``async with HAProducer(config, topology) as producer: await producer.send(...)``.
+    Without a ``topology`` the producer writes to the group's clusters as configured
+    (every cluster writable; in primary mode only the configured primary).
+    """
+
+    def __init__(
+        self,
+        config: GroupConfig,
+        topology: TopologySource | None = None,
+        options: ProducerOptions | None = None,
+        client_id: str = "hacoord-producer",
+    ) -> None:
+        self.config = config
+        self.topology = topology or StaticTopology(Topology.initial(config))
+        self.options = options or ProducerOptions()
+        self.client_id = client_id
+        self._links: dict[str, _Link] = {}
+        self._pending: asyncio.Semaphore | None = None
+        self._rotation = itertools.count()
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._follow: asyncio.Task[None] | None = None
+        self._closed = False
+        self.buffer_full = 0
+        """Sends refused because the buffer stayed full."""
+        self.moved = 0
+        """Sends acknowledged by another cluster than the first one tried."""
+
+    async def start(self) -> None:
+        """Prepare a link per cluster and follow the topology (connections open lazily)."""
+        if self.topology.current.group != self.config.name:
+            raise ConfigError(
+                f"producer of group {self.config.name!r} given the topology of "
+                f"{self.topology.current.group!r}"
+            )
+        self._pending = asyncio.Semaphore(self.options.max_pending)
+        self._links = {
+            c.name: _Link(c, f"{self.client_id}-{c.name}", self.options)
+            for c in self.config.clusters
+        }
+        self._follow = asyncio.create_task(self._follow_topology(), name="producer-topology")
+
+    async def close(self) -> None:
+        """Stop every cluster's producer; later sends raise :class:`ProducerClosedError`."""
+        self._closed = True
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
+        await asyncio.gather(*(link.close() for link in self._links.values()))
+
+    async def __aenter__(self) -> HAProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stats(self) -> dict[str, ClusterStats]:
+        """Per cluster: messages acknowledged, attempts failed, the last error."""
+        return {name: link.stats for name, link in self._links.items()}
+
+    def new_message_id(self) -> bytes:
+        """A fresh id, unique across producers (a random prefix and a counter)."""
+        return f"{self._id_prefix}-{next(self._ids)}".encode()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers = (),
+        message_id: bytes | None = None,
+    ) -> SendResult:
+        """Send to the logical ``topic``; returns once a cluster acknowledged (``acks=all``)."""
+        if self._closed or self._pending is None:
+            raise ProducerClosedError(f"producer of group {self.config.name} is not started")
+        physical = self.config.topic(topic).physical
+        pending = self._pending
+        if pending.locked():
+            try:
+                async with asyncio.timeout(self.options.buffer_timeout_s):
+                    await pending.acquire()
+            except TimeoutError:
+                self.buffer_full += 1
+                raise BufferFullError(
+                    f"producer of group {self.config.name}: {self.options.max_pending} sends "
+                    f"in flight for {self.options.buffer_timeout_s:g} s"
+                ) from None
+        else:
+            await pending.acquire()
+        try:
+            mid = message_id or self.new_message_id()
+            all_headers = [*headers, (MESSAGE_ID_HEADER, mid)]
+            return await self._deliver(topic, physical, value, key, all_headers, mid)
+        finally:
+            pending.release()
+
+    async def _deliver(
+        self,
+        topic: str,
+        physical: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        mid: bytes,
+    ) -> SendResult:
+        deadline = time.monotonic() + self.options.delivery_timeout_s
+        errors: dict[str, str] = {}
+        attempts = 0
+        while True:
+            topology = self.topology.current
+            for name in self._candidates(topology):
+                link = self._links[name]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                attempts += 1
+                try:
+                    partition, offset = await self._attempt(
+                        link,
+                        physical,
+                        value,
+                        key,
+                        headers,
+                        min(remaining, self.options.attempt_timeout_s),
+                    )
+                except _Abandoned:
+                    errors[name] = "no longer writable in the topology"
+                    break  # look at the new topology at once
+                except (KafkaError, ClusterUnreachableError, TimeoutError, OSError) as e:
+                    error = _describe(e, self.options.attempt_timeout_s)
+                    errors[name] = error
+                    link.failed(error)
+                    if self.topology.current.version != topology.version:
+                        break
+                    continue
+                link.succeeded()
+                if attempts > 1:
+                    self.moved += 1
+                return SendResult(topic, name, partition, offset, mid, attempts)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoClusterAvailableError(topic, errors or self._why_none(topology))
+            await self.topology.newer_than(topology.version, min(remaining, self._next_retry()))
+
+    def _candidates(self, topology: Topology) -> list[str]:
+        """Writable clusters not backing off, rotated so sends spread over them."""
+        writable = [n for n in topology.writable() if n in self._links]
+        ready = [n for n in writable if not self._links[n].skipping]
+        if len(ready) > 1:
+            shift = next(self._rotation) % len(ready)
+            ready = ready[shift:] + ready[:shift]
+        return ready
+
+    def _next_retry(self) -> float:
+        """Seconds until the first backing-off cluster may be tried again."""
+        now = time.monotonic()
+        waits = [link.stats.skipped_until - now for link in self._links.values() if link.skipping]
+        return max(0.01, min(waits, default=self.options.backoff_s))
+
+    def _why_none(self, topology: Topology) -> dict[str, str]:
+        if not topology.writable():
+            return {
+                name: state.reason or ("not healthy" if not state.healthy else "drained")
+                for name, state in topology.clusters.items()
+            } or {"topology": f"v{topology.version} lists no writable cluster"}
+        return {n: self._links[n].stats.last_error or "backing off" for n in topology.writable()}
+
+    async def _attempt(
+        self,
+        link: _Link,
+        physical: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timeout: float,
+    ) -> tuple[int, int]:
+        abandon = link.abandon
+        async with asyncio.timeout(timeout):
+            producer = await link.ready()
+            future = await producer.send(physical, value, key=key, headers=headers)
+            done, _ = await asyncio.wait({future, abandon}, return_when=asyncio.FIRST_COMPLETED)
+        if future not in done:
+            raise _Abandoned
+        metadata = future.result()
+        return int(metadata.partition), int(metadata.offset)
+
+    async def _follow_topology(self) -> None:
+        """Abandon the waits on clusters that a new topology no longer lists as writable."""
+        version = self.topology.current.version
+        writable = set(self.topology.current.writable())
+        while True:
+            if not await self.topology.newer_than(version, 3600.0):
+                continue
+            topology = self.topology.current
+            version = topology.version
+            now_writable = set(topology.writable())
+            for name in writable - now_writable:
+                if name in self._links:
+                    self._links[name].renew_abandon()
+            for name in now_writable - writable:
+                if name in self._links:  # a readmitted cluster is tried at once
+                    self._links[name].stats.skipped_until = 0.0
+                    self._links[name].failures_in_row = 0
+            writable = now_writable
+
+
+class _Abandoned(Exception):
+    """The cluster of an attempt stopped being writable while the attempt waited."""
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no acknowledgement within {timeout:g} s"
+    if isinstance(error, ClusterUnreachableError):
+        return str(error).split(": ", 1)[-1]
+    return repr(error)

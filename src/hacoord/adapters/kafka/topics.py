@@ -1,0 +1,104 @@
+"""Physical topics: every logical topic of an HA group exists in every cluster.
+
+:func:`ensure_topics` creates what is missing (with the configured partition count and each
+cluster's replication factor) and :func:`check_topics` says which clusters lack which
+topic, through aiokafka's admin client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from hacoord.adapters.kafka.config import ClusterConfig, GroupConfig
+from hacoord.adapters.kafka.errors import (
+    ClusterError,
+    ClusterUnreachableError,
+    TopicMissingError,
+)
+
+TOPIC_ALREADY_EXISTS = 36
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
+
+@asynccontextmanager
+async def admin_client(
+    cluster: ClusterConfig, timeout: float
+) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client of ``cluster``, started; :class:`ClusterUnreachableError` if it is not up."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=cluster.bootstrap_servers,
+        request_timeout_ms=int(timeout * 1000),
+        client_id=f"hacoord-admin-{cluster.name}",
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+    except Exception as e:
+        await admin.close()
+        raise ClusterUnreachableError(cluster.name, f"admin client did not start: {e!r}") from e
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def physical_topics(cluster: ClusterConfig, timeout: float = 10.0) -> dict[str, int]:
+    """The topics of ``cluster`` and their partition counts."""
+    try:
+        async with admin_client(cluster, timeout) as admin, asyncio.timeout(timeout):
+            described = await admin.describe_topics()
+    except TimeoutError as e:
+        raise ClusterUnreachableError(cluster.name, "metadata request timed out") from e
+    return {
+        str(t["topic"]): len(t["partitions"])
+        for t in described
+        if t["error_code"] == 0 and not t["is_internal"]
+    }
+
+
+async def check_topics(
+    config: GroupConfig, clusters: Iterable[str] | None = None, timeout: float = 10.0
+) -> None:
+    """Raise :class:`TopicMissingError` for the first logical topic some cluster lacks."""
+    names = list(clusters) if clusters is not None else config.cluster_names
+    found = await asyncio.gather(*(physical_topics(config.cluster(n), timeout) for n in names))
+    for topic in config.topics:
+        missing = [
+            n for n, topics in zip(names, found, strict=True) if topic.physical not in topics
+        ]
+        if missing:
+            raise TopicMissingError(topic.name, missing)
+
+
+async def ensure_topics(
+    config: GroupConfig, clusters: Iterable[str] | None = None, timeout: float = 10.0
+) -> dict[str, list[str]]:
+    """Create every missing physical topic; returns what was created, per cluster."""
+    names = list(clusters) if clusters is not None else config.cluster_names
+    created = await asyncio.gather(*(_ensure_in(config, config.cluster(n), timeout) for n in names))
+    return dict(zip(names, created, strict=True))
+
+
+async def _ensure_in(config: GroupConfig, cluster: ClusterConfig, timeout: float) -> list[str]:
+    existing = await physical_topics(cluster, timeout)
+    wanted = [t for t in config.topics if t.physical not in existing]
+    if not wanted:
+        return []
+    new = [NewTopic(t.physical, t.partitions, cluster.replication_factor) for t in wanted]
+    try:
+        async with admin_client(cluster, timeout) as admin, asyncio.timeout(timeout):
+            response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+    except TimeoutError as e:
+        raise ClusterUnreachableError(cluster.name, "create topics timed out") from e
+    created = []
+    for name, code, *rest in response.topic_errors:
+        if code == 0:
+            created.append(str(name))
+        elif code != TOPIC_ALREADY_EXISTS:
+            detail = rest[0] if rest and rest[0] else f"error code {code}"
+            raise ClusterError(cluster.name, f"cannot create topic {name!r}: {detail}")
+    return created
