@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from hacoord.adapters.kafka import topics
 from hacoord.adapters.kafka.config import ClusterConfig, GroupConfig
 from hacoord.adapters.kafka.errors import (
     BufferFullError,
@@ -218,12 +219,21 @@ class HAProducer:
         self.moved = 0
         """Sends acknowledged by another cluster than the first one tried."""
 
-    async def start(self) -> None:
-        """Prepare a link per cluster and follow the topology (connections open lazily)."""
+    async def start(self, check_topics: bool = True) -> None:
+        """Prepare a link per cluster and follow the topology (connections open lazily).
+
+        With ``check_topics``, every cluster that answers within ``attempt_timeout_s`` must
+        hold every logical topic's physical topic (:class:`TopicMissingError` otherwise);
+        clusters that do not answer are not waited for.
+        """
         if self.topology.current.group != self.config.name:
             raise ConfigError(
                 f"producer of group {self.config.name!r} given the topology of "
                 f"{self.topology.current.group!r}"
+            )
+        if check_topics:
+            await topics.check_topics(
+                self.config, timeout=self.options.attempt_timeout_s, skip_unreachable=True
             )
         self._pending = asyncio.Semaphore(self.options.max_pending)
         self._links = {

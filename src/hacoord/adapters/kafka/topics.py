@@ -61,17 +61,35 @@ async def physical_topics(cluster: ClusterConfig, timeout: float = 10.0) -> dict
 
 
 async def check_topics(
-    config: GroupConfig, clusters: Iterable[str] | None = None, timeout: float = 10.0
-) -> None:
-    """Raise :class:`TopicMissingError` for the first logical topic some cluster lacks."""
+    config: GroupConfig,
+    clusters: Iterable[str] | None = None,
+    timeout: float = 10.0,
+    skip_unreachable: bool = False,
+) -> list[str]:
+    """Raise :class:`TopicMissingError` for the first logical topic some cluster lacks.
+
+    With ``skip_unreachable`` a cluster that does not answer is left out (and returned)
+    instead of raising :class:`ClusterUnreachableError`.
+    """
     names = list(clusters) if clusters is not None else config.cluster_names
-    found = await asyncio.gather(*(physical_topics(config.cluster(n), timeout) for n in names))
+    found = await asyncio.gather(
+        *(physical_topics(config.cluster(n), timeout) for n in names),
+        return_exceptions=skip_unreachable,
+    )
+    unreachable: list[str] = []
+    answered: dict[str, dict[str, int]] = {}
+    for name, result in zip(names, found, strict=True):
+        if isinstance(result, ClusterUnreachableError):
+            unreachable.append(name)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            answered[name] = result
     for topic in config.topics:
-        missing = [
-            n for n, topics in zip(names, found, strict=True) if topic.physical not in topics
-        ]
+        missing = [n for n, topics in answered.items() if topic.physical not in topics]
         if missing:
             raise TopicMissingError(topic.name, missing)
+    return unreachable
 
 
 async def ensure_topics(
