@@ -66,3 +66,17 @@ def test_k8s_rollout_example_replaces_every_member_and_loses_nothing() -> None:
     assert fewest is not None and int(fewest.group(1)) >= 2, out.stdout
     acked = re.search(r"writes acknowledged: (\d+), lost: 0\n", out.stdout)
     assert acked is not None and int(acked.group(1)) > 0, out.stdout
+
+
+def test_kafka_failover_example_moves_to_the_new_primary_and_loses_nothing() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "kafka_failover.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "topology v2: primary k2" in out.stdout, out.stdout
+    assert "first acknowledgement on k2" in out.stdout, out.stdout
+    result = re.search(r"acknowledged: (\d+), consumed: (\d+), lost: 0,", out.stdout)
+    assert result is not None and int(result.group(1)) >= 400, out.stdout

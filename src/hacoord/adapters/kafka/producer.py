@@ -379,11 +379,20 @@ class HAProducer:
         timeout: float,
     ) -> tuple[int, int]:
         abandon = link.abandon
-        async with asyncio.timeout(timeout):
-            producer = await link.ready()
-            future = await producer.send(physical, value, key=key, headers=headers)
-            done, _ = await asyncio.wait({future, abandon}, return_when=asyncio.FIRST_COMPLETED)
+        future: asyncio.Future[Any] | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                producer = await link.ready()
+                future = await producer.send(physical, value, key=key, headers=headers)
+                done, _ = await asyncio.wait({future, abandon}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            if future is not None:
+                # aiokafka may still deliver it (a duplicate) or fail it later: either way
+                # its outcome is no longer ours to report.
+                future.add_done_callback(_retrieve)
+            raise
         if future not in done:
+            future.add_done_callback(_retrieve)
             raise _Abandoned
         metadata = future.result()
         return int(metadata.partition), int(metadata.offset)
@@ -406,6 +415,11 @@ class HAProducer:
                     self._links[name].stats.skipped_until = 0.0
                     self._links[name].failures_in_row = 0
             writable = now_writable
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Abandoned(Exception):
