@@ -5,6 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Imported here, at collection, on purpose: hypothesis' pytest plugin otherwise imports it
+# at session end to print its summary, and pytest then rewrites its modules with
+# ast.parse, which on CPython 3.11.7 can fail with "SystemError: AST constructor recursion
+# depth mismatch" once the recursion limit has moved during the session (CPython gh-106905).
+import hypothesis  # noqa: F401
 import pytest
 import pytest_asyncio
 

@@ -260,7 +260,7 @@ async def test_a_full_buffer_pushes_back_then_says_so(bed: KafkaTestBed) -> None
     )
     await ensure_topics(config)
     options = ProducerOptions(
-        attempt_timeout_s=2.0, delivery_timeout_s=5.0, max_pending=1, buffer_timeout_s=0.2
+        attempt_timeout_s=2.0, delivery_timeout_s=30.0, max_pending=1, buffer_timeout_s=0.2
     )
     async with HAProducer(config, options=options) as producer:
         await producer.send("events", b"warm")
