@@ -13,6 +13,9 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v etcd >/dev/null || missing+=(etcd-server)
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
 [ -x /usr/sbin/named ] || missing+=(bind9 bind9-utils)
+# The Kafka adapter's tests run real Kafka brokers (Java 17; jars fetched with Maven).
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
@@ -21,6 +24,10 @@ fi
 # Go module proxy into ~/.cache/hacoord/k8s-v1.37.2 (about 5-10 minutes the first time).
 echo "== kube-apiserver and etcd (built once)"
 python3 -m hacoord.adapters.k8s.binaries
+# The Kafka adapter's tests run Kafka 4.4.0 in KRaft mode from jars fetched once from Maven
+# Central into ~/.cache/hacoord/kafka-4.4.0 (about 45 MB).
+echo "== Kafka jars (fetched once)"
+python3 -m hacoord.adapters.kafka.jars
 
 echo "== ruff"
 python3 -m ruff check src tests benchmarks examples
