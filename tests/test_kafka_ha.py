@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from hacoord.adapters.kafka import (
     check_topics,
     ensure_topics,
 )
-from hacoord.adapters.kafka.testbed import KafkaTestBed, KafkaUnavailableError
+from hacoord.adapters.kafka.testbed import KafkaTestBed
+from kafka_support import running
 
 FAST = ProducerOptions(attempt_timeout_s=2.0, delivery_timeout_s=30.0, backoff_s=0.5)
 POLL = ConsumerOptions(poll_interval_ms=100, request_timeout_s=3.0, session_timeout_ms=6000)
@@ -37,13 +37,8 @@ POLL = ConsumerOptions(poll_interval_ms=100, request_timeout_s=3.0, session_time
 
 @pytest.fixture
 async def bed(tmp_path: Path) -> AsyncIterator[KafkaTestBed]:
-    try:
-        async with KafkaTestBed(tmp_path / "kafka", clusters=3) as started:
-            yield started
-    except KafkaUnavailableError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Kafka is required when CI=true but is unavailable: {e}")
-        pytest.skip(f"Kafka unavailable: {e}")
+    async with running(KafkaTestBed(tmp_path / "kafka", clusters=3)) as started:
+        yield started
 
 
 def group_of(bed: KafkaTestBed, mode: Mode = Mode.MULTI_PRIMARY) -> GroupConfig:

@@ -9,7 +9,6 @@ under CI=true, where that is a failure.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,28 +22,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from hacoord.adapters.kafka.testbed import KafkaTestBed, KafkaUnavailableError
+from hacoord.adapters.kafka.testbed import KafkaTestBed
+from kafka_support import running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def _unavailable(e: Exception) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Kafka (Java 17 and the Maven jars) is required when CI=true: {e}")
-    pytest.skip(f"Kafka unavailable: {e}")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaTestBed]:
-    testbed = KafkaTestBed(tmp_path_factory.mktemp("kafka"), clusters=3)
-    try:
-        await testbed.start()
-    except KafkaUnavailableError as e:
-        _unavailable(e)
-    try:
+    async with running(KafkaTestBed(tmp_path_factory.mktemp("kafka"), clusters=3)) as testbed:
         yield testbed
-    finally:
-        await testbed.close()
 
 
 @asynccontextmanager
@@ -252,15 +239,8 @@ async def test_sigstop_times_out_produce_while_other_cluster_works(bed: KafkaTes
 async def test_three_node_cluster_keeps_acks_all_writes_with_one_node_killed(
     tmp_path: Path,
 ) -> None:
-    bed = KafkaTestBed.three_node(tmp_path / "kafka3")
-    try:
-        await bed.start()
-    except KafkaUnavailableError as e:
-        _unavailable(e)
-    try:
+    async with running(KafkaTestBed.three_node(tmp_path / "kafka3")) as bed:
         await _exercise_three_node_cluster(bed)
-    finally:
-        await bed.close()
 
 
 async def _exercise_three_node_cluster(bed: KafkaTestBed) -> None:

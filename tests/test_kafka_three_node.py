@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,18 +15,14 @@ from hacoord.adapters.kafka import (
     HAProducer,
     ensure_topics,
 )
-from hacoord.adapters.kafka.testbed import KafkaTestBed, KafkaUnavailableError
+from hacoord.adapters.kafka.testbed import KafkaTestBed
+from kafka_support import running
 
 
 @pytest.fixture
 async def bed(tmp_path: Path) -> AsyncIterator[KafkaTestBed]:
-    try:
-        async with KafkaTestBed.three_node(tmp_path / "kafka") as started:
-            yield started
-    except KafkaUnavailableError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Kafka is required when CI=true but is unavailable: {e}")
-        pytest.skip(f"Kafka unavailable: {e}")
+    async with running(KafkaTestBed.three_node(tmp_path / "kafka")) as started:
+        yield started
 
 
 async def test_replicated_cluster_keeps_taking_acks_all_with_a_node_down(

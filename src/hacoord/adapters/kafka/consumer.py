@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from hacoord.adapters.kafka.clients import stop_quietly
 from hacoord.adapters.kafka.config import ClusterConfig, GroupConfig
 from hacoord.adapters.kafka.errors import ConfigError
 from hacoord.adapters.kafka.producer import MESSAGE_ID_HEADER
@@ -193,7 +194,7 @@ class _Reader:
             async with asyncio.timeout(options.request_timeout_s):
                 await consumer.start()
         except BaseException:
-            await _stop_quietly(consumer, options.request_timeout_s)
+            await stop_quietly(consumer, options.request_timeout_s)
             raise
         self.consumer = consumer
         self.stats.state = ReaderState.READING
@@ -243,15 +244,7 @@ class _Reader:
     async def _drop_consumer(self) -> None:
         if self.consumer is not None:
             consumer, self.consumer = self.consumer, None
-            await _stop_quietly(consumer, self.options.request_timeout_s)
-
-
-async def _stop_quietly(consumer: AIOKafkaConsumer, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await consumer.stop()
-    except Exception as e:  # a hung or dead cluster: give its connections up
-        log.debug("consumer stop: %r", e)
+            await stop_quietly(consumer, self.options.request_timeout_s)
 
 
 def _record(cluster: str, topic: str, r: ConsumerRecord[bytes, bytes]) -> HARecord:

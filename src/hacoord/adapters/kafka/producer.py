@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hacoord.adapters.kafka import topics
+from hacoord.adapters.kafka.clients import stop_quietly
 from hacoord.adapters.kafka.config import ClusterConfig, GroupConfig
 from hacoord.adapters.kafka.errors import (
     BufferFullError,
@@ -39,8 +39,6 @@ from hacoord.adapters.kafka.errors import (
     ProducerClosedError,
 )
 from hacoord.adapters.kafka.topology import StaticTopology, Topology, TopologySource
-
-log = logging.getLogger(__name__)
 
 MESSAGE_ID_HEADER = "hacoord-id"
 """The header carrying each message's id (bytes), the same on every cluster it lands on."""
@@ -145,7 +143,7 @@ class _Link:
                 async with asyncio.timeout(self.options.attempt_timeout_s):
                     await producer.start()
             except BaseException as e:
-                await _stop_quietly(producer, self.options.attempt_timeout_s)
+                await stop_quietly(producer, self.options.attempt_timeout_s)
                 if isinstance(e, Exception):
                     raise ClusterUnreachableError(
                         self.cluster.name, f"cannot connect: {e!r}"
@@ -175,17 +173,9 @@ class _Link:
     async def close(self) -> None:
         if self.producer is not None:
             producer, self.producer = self.producer, None
-            await _stop_quietly(producer, self.options.attempt_timeout_s)
+            await stop_quietly(producer, self.options.attempt_timeout_s)
         if not self.abandon.done():
             self.abandon.set_result(None)
-
-
-async def _stop_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await producer.stop()
-    except Exception as e:  # a hung or dead cluster: give its connections up
-        log.debug("producer stop: %r", e)
 
 
 class HAProducer:
