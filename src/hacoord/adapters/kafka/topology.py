@@ -21,13 +21,12 @@ from typing import Any, Protocol
 from hacoord.adapters.fenced_record import publish_fenced
 from hacoord.adapters.kafka.config import GroupConfig, Mode
 from hacoord.adapters.kafka.errors import StaleTopologyError, UnknownClusterError
+from hacoord.adapters.kafka.keys import KEY_PREFIX
 from hacoord.client.client import Client
 from hacoord.client.election import Leadership
 from hacoord.coord.results import EventType
 
 log = logging.getLogger(__name__)
-
-KEY_PREFIX = "/hacoord/kafka"
 
 
 def topology_key(group: str) -> str:

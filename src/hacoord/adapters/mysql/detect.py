@@ -15,8 +15,9 @@ Everything else is a named non-failure, so that operators see why nothing happen
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
+
+from hacoord.adapters.observations import HostView, Observation, observation_from_json
 
 
 class Verdict(enum.StrEnum):
@@ -32,34 +33,6 @@ class Verdict(enum.StrEnum):
     UNKNOWN = "unknown"
     """Not enough members report to decide (no quorum of observations)."""
     DEAD = "dead"
-
-
-@dataclass(frozen=True, slots=True)
-class HostView:
-    """One member's latest view of one server."""
-
-    up: bool
-    failures: int = 0
-    """Consecutive failed probes (0 when up)."""
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One coordinator member's monitor report: its view of every server."""
-
-    member: str
-    hosts: Mapping[str, HostView]
-
-    def sees_down(self, host: str, failures_needed: int) -> bool:
-        """Whether this member has failed to reach ``host`` enough times in a row."""
-        view = self.hosts.get(host)
-        return view is not None and not view.up and view.failures >= failures_needed
-
-    def sees_up(self, host: str) -> bool:
-        """Whether this member's last probe of ``host`` succeeded."""
-        view = self.hosts.get(host)
-        return view is not None and view.up
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +119,12 @@ def classify(
     )
 
 
-def observation_from_json(member: str, raw: Mapping[str, object]) -> Observation:
-    """Rebuild an :class:`Observation` from its stored JSON form."""
-    hosts = raw.get("hosts", {})
-    if not isinstance(hosts, dict):
-        raise ValueError(f"observation of {member}: 'hosts' must be a table")
-    return Observation(
-        member,
-        {
-            str(name): HostView(bool(v["up"]), int(v.get("failures", 0)), str(v.get("error", "")))
-            for name, v in hosts.items()
-        },
-    )
+__all__ = [
+    "Decision",
+    "HostView",
+    "Observation",
+    "ReplicaView",
+    "Verdict",
+    "classify",
+    "observation_from_json",
+]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from hacoord.adapters.observations import read_reports
 from hacoord.client.client import Client
 
 MYSQL_PREFIX = "hacoord/mysql/"
@@ -63,5 +63,4 @@ def decision_key(cluster: str) -> str:
 
 async def read_entries(client: Client, prefix: str, linearizable: bool = True) -> dict[str, Any]:
     """The JSON values under ``prefix``, by the rest of their key (a host or a member)."""
-    result = await client.range(prefix, prefix=True, linearizable=linearizable)
-    return {kv.key[len(prefix) :]: json.loads(kv.value) if kv.value else {} for kv in result.kvs}
+    return await read_reports(client, prefix, linearizable)

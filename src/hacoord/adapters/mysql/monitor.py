@@ -9,8 +9,6 @@ alerts for threshold breaches (lag, disk, broken replication, a missing agent).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -20,8 +18,8 @@ from typing import Any
 from hacoord.adapters.mysql.config import ClusterConfig, Host
 from hacoord.adapters.mysql.keys import agents_prefix, observers_prefix, read_entries
 from hacoord.adapters.mysql.server import MySQLServer
+from hacoord.adapters.observations import LeasedReports
 from hacoord.client.client import Client
-from hacoord.client.leases import Lease
 
 log = logging.getLogger("hacoord.adapters.mysql.monitor")
 
@@ -94,7 +92,6 @@ class Monitor:
         self.views: dict[str, dict[str, _HostState]] = {c.name: {} for c in clusters}
         self.alerts: dict[str, dict[str, list[str]]] = {c.name: {} for c in clusters}
         self._agents: dict[str, dict[str, Any]] = {c.name: {} for c in clusters}
-        self._published: dict[str, bytes] = {}
         self._round_done = asyncio.Condition()
 
     def _server(self, cfg: ClusterConfig, host: Host) -> MySQLServer:
@@ -158,26 +155,16 @@ class Monitor:
 
     async def run(self) -> None:
         """Probe and publish until cancelled."""
-        lease: Lease | None = None
+        reports = LeasedReports(self.client, self.ttl_s)
         try:
             while True:
                 started = time.monotonic()
                 await self.probe_round()
-                if lease is None or lease.is_lost:
-                    lease = await self.client.grant(self.ttl_s)
-                    self._published.clear()
                 for cfg in self.clusters:
-                    await self._publish(cfg.name, lease)
+                    await reports.publish(
+                        observer_key(cfg.name, self.member), self.observation(cfg.name)
+                    )
                 elapsed = time.monotonic() - started
                 await asyncio.sleep(max(0.0, self.interval_s - elapsed))  # the probe period
         finally:
-            if lease is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.client.revoke(lease.id))
-
-    async def _publish(self, cluster: str, lease: Lease) -> None:
-        data = json.dumps(self.observation(cluster), sort_keys=True).encode()
-        if self._published.get(cluster) == data:
-            return  # unchanged: the lease keeps the key alive
-        await self.client.put(observer_key(cluster, self.member), data, lease=lease.id)
-        self._published[cluster] = data
+            await reports.close()
