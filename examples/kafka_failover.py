@@ -4,11 +4,12 @@
 
 Starts three independent Kafka clusters (KRaft, one node each; the jars come from Maven
 Central into ~/.cache/hacoord the first time) and a three-member hacoord cluster. The group
-runs in primary mode: a control plane (the holder of the group's election) publishes the
-topology, producers write to the primary, a consumer reads all three clusters. The primary's
-broker is killed; the control plane promotes another cluster and the producers follow the new
-topology version at once. Prints each step, and at the end how many acknowledged messages
-were consumed, lost and dropped as duplicates.
+runs in primary mode: a watchdog per hacoord member probes every Kafka cluster, a control
+plane per member campaigns and the active one publishes the topology; producers write to the
+primary, a consumer reads all three clusters. The primary's broker is killed; once a majority
+of the watchdogs confirm it, the control plane drains it and promotes another cluster in one
+topology version, and the producers follow at once. Prints each step, and at the end how many
+acknowledged messages were consumed, lost and dropped as duplicates.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from hacoord.adapters.kafka import (
     HAConsumer,
     HAProducer,
     ProducerOptions,
-    TopologyControl,
     TopologyWatcher,
     ensure_topics,
 )
+from hacoord.adapters.kafka.plane import ControlPlane, ControlTimings, history
 from hacoord.adapters.kafka.testbed import KafkaTestBed
+from hacoord.adapters.kafka.watchdog import Watchdog
 from hacoord.raft.timing import Timing
 from hacoord.server.local_cluster import LocalCluster
 
@@ -90,12 +92,18 @@ async def main(base: Path) -> None:
             )
             created = await ensure_topics(config)
             say(f"physical topics created: {created}")
-            async with (
-                hacoord.connect(coord.endpoints()) as client,
-                TopologyControl(client, config, instance="control-1") as control,
-            ):
-                first = await control.current()
-                say(f"topology v{first.version}: primary {first.primary}, token {first.token}")
+            timings = ControlTimings(interval_s=0.3, failures_to_confirm=2, readmit_after_s=5)
+            async with hacoord.connect(coord.endpoints()) as client:
+                members = [f"member-{i}" for i in (1, 2, 3)]
+                workers = [
+                    Watchdog(client, config, m, interval_s=0.3, probe_timeout_s=2.0)
+                    for m in members
+                ] + [ControlPlane(client, config, m, len(members), timings) for m in members]
+                tasks = [asyncio.create_task(w.run()) for w in workers]
+                planes = [w for w in workers if isinstance(w, ControlPlane)]
+                await until(lambda: any(p.leading.is_set() for p in planes))
+                active = next(p for p in planes if p.leading.is_set())
+                say(f"{active.member} is the active control plane (token {active.token})")
                 async with (
                     TopologyWatcher(client, "orders") as topology,
                     HAProducer(
@@ -105,6 +113,8 @@ async def main(base: Path) -> None:
                         config, "example", options=ConsumerOptions(poll_interval_ms=100)
                     ) as consumer,
                 ):
+                    first = topology.current
+                    say(f"topology v{first.version}: primary {first.primary}, token {first.token}")
                     acked: dict[bytes, str] = {}
                     seen: dict[bytes, str] = {}
                     producing = asyncio.create_task(produce(producer, acked))
@@ -115,8 +125,12 @@ async def main(base: Path) -> None:
                     killed_at = time.monotonic()
                     await bed["k1"].brokers[0].kill()
                     say("SIGKILL the primary k1's broker")
-                    promoted = await control.promote("k2", "k1's broker killed")
-                    say(f"topology v{promoted.version}: primary {promoted.primary}")
+                    await until(lambda: topology.current.primary != "k1")
+                    moved = topology.current
+                    say(
+                        f"topology v{moved.version}: primary {moved.primary} "
+                        f"{time.monotonic() - killed_at:.2f} s after the kill ({moved.reason})"
+                    )
                     before = sum(1 for c in acked.values() if c == "k2")
                     await until(lambda: sum(1 for c in acked.values() if c == "k2") > before)
                     say(
@@ -140,11 +154,16 @@ async def main(base: Path) -> None:
                         c: list(seen.values()).count(c) for c in sorted(set(seen.values()))
                     }
                     say(f"consumed per cluster: {by_cluster}")
+                    for record in reversed(await history(client).history("orders")):
+                        say(f"history: {record.id} {record.status}: {record.params['reason']}")
                     print(
                         f"acknowledged: {len(acked)}, consumed: {len(seen)}, lost: {lost}, "
                         f"duplicates dropped: {consumer.duplicates}",
                         flush=True,
                     )
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await coord.close()
 
@@ -152,6 +171,7 @@ async def main(base: Path) -> None:
 if __name__ == "__main__":
     # aiokafka logs every failed reconnection to the dead broker; this example says itself
     # what happens.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="hacoord-kafka-") as tmp:
         asyncio.run(main(Path(tmp)))

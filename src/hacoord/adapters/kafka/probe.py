@@ -91,7 +91,7 @@ class ClusterProbe:
         except TimeoutError:
             checks[step] = f"no answer within {self.timeout_s:g} s"
         except Exception as e:
-            checks[step] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            checks[step] = _describe(e)
         ok = all(checks.get(name) == "ok" for name in CHECKS)
         if not ok:
             await self.close()
@@ -175,6 +175,13 @@ def _controller_answer(described: dict[str, object]) -> str:
     if ids and controller not in ids:
         return f"controller {controller} is not among the live brokers {sorted(map(str, ids))}"
     return "ok"
+
+
+def _describe(error: Exception) -> str:
+    name, text = type(error).__name__, str(error)
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 async def _close_admin(admin: AIOKafkaAdminClient, timeout: float) -> None:
