@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -68,6 +69,7 @@ class ClusterProbe:
         self._consumer: AIOKafkaConsumer | None = None
         self._canary_ready = False
         self._sequence = itertools.count()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def probe(self) -> ProbeResult:
         """Run the three checks, each bounded by the timeout; never raises."""
@@ -94,13 +96,26 @@ class ClusterProbe:
             checks[step] = _describe(e)
         ok = all(checks.get(name) == "ok" for name in CHECKS)
         if not ok:
-            await self.close()
+            # Closing clients of a hung cluster takes up to a timeout each: done aside, so
+            # that the next probe (of this and of every other cluster) is not held up.
+            task = asyncio.create_task(self._close_clients(self._drop_clients()))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         return ProbeResult(ok, checks, time.monotonic() - started)
 
     async def close(self) -> None:
         """Drop the clients (their connections are given up if the cluster hangs)."""
+        await self._close_clients(self._drop_clients())
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _drop_clients(self) -> list[Any]:
         clients = [c for c in (self._producer, self._consumer, self._admin) if c is not None]
         self._admin = self._producer = self._consumer = None
+        self._canary_ready = False
+        return clients
+
+    async def _close_clients(self, clients: list[Any]) -> None:
         for client in clients:
             if isinstance(client, AIOKafkaAdminClient):
                 await _close_admin(client, self.timeout_s)
