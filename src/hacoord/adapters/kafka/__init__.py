@@ -38,6 +38,7 @@ from hacoord.adapters.kafka.producer import (
     ProducerOptions,
     SendResult,
 )
+from hacoord.adapters.kafka.proxy import ProduceProxy, ProxyLimits
 from hacoord.adapters.kafka.topics import check_topics, ensure_topics
 from hacoord.adapters.kafka.topology import (
     ClusterState,
@@ -70,8 +71,10 @@ __all__ = [
     "KafkaAdapterError",
     "Mode",
     "NoClusterAvailableError",
+    "ProduceProxy",
     "ProducerClosedError",
     "ProducerOptions",
+    "ProxyLimits",
     "SendResult",
     "StaleTopologyError",
     "StaticTopology",
