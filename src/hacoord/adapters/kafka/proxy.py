@@ -5,22 +5,28 @@
     {"records": [{"value": "text", "key": "text", "headers": {"name": "text"}, "id": "text"}]}
 
 ``value``/``key`` are UTF-8 text; ``value_b64``/``key_b64`` carry binary as base64 (a
-record has ``value`` or ``value_b64``; a null ``value`` is a tombstone). ``id`` is the
-client's own message id, for retries; without one the proxy makes one. Every record goes
-through the proxy's :class:`HAProducer` (following the group's topology, so the proxy moves
-with the primary or around a dead cluster) and the answer comes once **every** record was
-acknowledged (``acks=all``): ``200 {"topic", "topology_version", "results": [{"id",
-"cluster", "partition", "offset"}]}`` in request order.
+record has ``value`` or ``value_b64``; a null ``value`` is a tombstone and needs a key).
+``id`` is the client's own message id, for retries; without one the proxy makes one. Every
+record goes through the proxy's :class:`HAProducer` (following the group's topology, so the
+proxy moves with the primary or around a dead cluster), all of them at once, and the answer
+comes once **every** record was acknowledged (``acks=all``): ``200 {"topic",
+"topology_version", "results": [{"id", "cluster", "partition", "offset"}]}`` in request
+order.
 
-When some records could not be delivered the answer is ``503`` with ``Retry-After`` and
-each record's outcome (acknowledged ones with their cluster and offset, the others with the
-error): resend only the failed ones, with the same ids. A record whose send timed out may
-still have landed, so a resend can store it twice; consumers drop the copy by its
-``hacoord-id`` header. Bad input is a ``400`` naming the problem, an unknown topic a
-``404``, a batch over the limits a ``413``; nothing of a refused batch is sent.
+When some records could not be delivered (no writable cluster within the producer's
+``delivery_timeout_s``, a full buffer) the answer is ``503`` with ``Retry-After`` and each
+record's outcome in request order: ``{"id", "cluster", "partition", "offset"}`` for the
+acknowledged ones, ``{"id", "error"}`` for the others, with the id the proxy made when the
+client gave none. Resend only the failed ones, with the same ids. A record whose send timed
+out may still have landed, so a resend can store it twice; consumers drop the copy by its
+``hacoord-id`` header. (An unexpected error answers ``500`` with the same per-record body.)
 
-The proxy keeps no state of its own: run as many as needed, anywhere; each follows the
-same topology record.
+Bad input is refused whole, before anything is sent: ``400`` naming the problem, ``404``
+for an unknown topic, ``413`` for a batch over :class:`ProxyLimits`, a body over them
+(refused before it is read) or a record larger than the producer may send.
+
+The proxy keeps no state of its own: run as many as needed, anywhere; each follows the same
+topology record.
 """
 
 from __future__ import annotations
@@ -29,28 +35,45 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from hacoord.adapters.daemon_support import JsonHttpServer, bad_request, json_body, not_found
 from hacoord.adapters.kafka.config import GroupConfig
 from hacoord.adapters.kafka.errors import KafkaAdapterError, UnknownTopicError
-from hacoord.adapters.kafka.producer import HAProducer, ProducerOptions, SendResult
+from hacoord.adapters.kafka.producer import (
+    MESSAGE_ID_HEADER,
+    HAProducer,
+    ProducerOptions,
+    SendResult,
+)
 from hacoord.adapters.kafka.topology import TopologySource
 
-_RECORD_KEYS = {"value", "value_b64", "key", "key_b64", "headers", "id"}
+log = logging.getLogger(__name__)
+
 RETRY_AFTER_S = 1
+"""The ``Retry-After`` of a ``503``."""
+
+_RECORD_FIELDS = frozenset({"value", "value_b64", "key", "key_b64", "headers", "id"})
+_AIOKAFKA_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default max_request_size
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyLimits:
-    """What one request may carry."""
+    """What one request may carry; more is refused with ``413``."""
 
     max_records: int = 1000
+    """Records in one batch."""
     max_body_bytes: int = 8 * 1024 * 1024
+    """Bytes of one request body (a longer one is refused before it is read)."""
 
     def __post_init__(self) -> None:
         if self.max_records < 1 or self.max_body_bytes < 1:
@@ -59,23 +82,19 @@ class ProxyLimits:
 
 @dataclass(frozen=True, slots=True)
 class _Record:
+    message_id: bytes
     value: bytes | None
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
-    message_id: bytes | None
-
-
-def _too_large(message: str, limit: int, actual: int) -> web.HTTPRequestEntityTooLarge:
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=actual,
-        text=json.dumps({"error": message}),
-        content_type="application/json",
-    )
 
 
 class ProduceProxy(JsonHttpServer):
-    """Serves ``POST /topics/{topic}``, ``GET /v1/proxy/status`` and ``GET /metrics``."""
+    """Serves ``POST /topics/{topic}``, ``GET /v1/proxy/status`` and ``GET /metrics``.
+
+    See the module docstring for the HTTP contract. :meth:`start` starts the proxy's own
+    :class:`HAProducer` (following ``topology``, which must be started) and then listens;
+    :meth:`close` stops listening (letting the batches in flight finish), then the producer.
+    """
 
     def __init__(
         self,
@@ -91,6 +110,10 @@ class ProduceProxy(JsonHttpServer):
         self.limits = limits or ProxyLimits()
         self.name = name
         self.producer = HAProducer(config, topology, options, client_id=f"hacoord-{name}")
+        self.max_message_bytes = int(
+            self.producer.options.client_options.get("max_request_size", _AIOKAFKA_MAX_REQUEST_SIZE)
+        )
+        """The largest record the producer sends (its ``max_request_size``)."""
         self.app = web.Application(
             client_max_size=self.limits.max_body_bytes, middlewares=[self._count_answers]
         )
@@ -125,19 +148,14 @@ class ProduceProxy(JsonHttpServer):
         await self.producer.close()
 
     @web.middleware
-    async def _count_answers(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _count_answers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            response: web.StreamResponse = await handler(request)
-        except web.HTTPRequestEntityTooLarge as e:
-            self.responses[e.status] += 1
-            if e.content_type == "application/json":
-                raise
-            limit = self.limits.max_body_bytes
-            raise _too_large(
-                f"body over the proxy's limit of {limit} bytes", limit, request.content_length or 0
-            ) from None
+            response = await handler(request)
         except web.HTTPException as e:
             self.responses[e.status] += 1
+            raise
+        except Exception:
+            self.responses[500] += 1
             raise
         self.responses[response.status] += 1
         return response
@@ -149,14 +167,15 @@ class ProduceProxy(JsonHttpServer):
             self.config.topic(topic)
         except UnknownTopicError as e:
             raise not_found(str(e)) from None
-        if request.content_length is not None and request.content_length > (
-            self.limits.max_body_bytes
-        ):
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=self.limits.max_body_bytes, actual_size=request.content_length
-            )
-        body = await json_body(request)
+        declared = request.content_length
+        if declared is not None and declared > self.limits.max_body_bytes:
+            raise self._body_too_large(declared)
+        try:
+            body = await json_body(request)
+        except web.HTTPRequestEntityTooLarge:  # aiohttp's client_max_size, on a chunked body
+            raise self._body_too_large() from None
         records = self._parse(body)
+
         self.in_flight += 1
         try:
             outcomes = await asyncio.gather(
@@ -164,36 +183,56 @@ class ProduceProxy(JsonHttpServer):
             )
         finally:
             self.in_flight -= 1
+        return self._answer(topic, records, outcomes)
+
+    async def _send(self, topic: str, record: _Record) -> SendResult:
+        return await self.producer.send(
+            topic, record.value, record.key, record.headers, message_id=record.message_id
+        )
+
+    def _answer(
+        self, topic: str, records: list[_Record], outcomes: list[SendResult | BaseException]
+    ) -> web.Response:
         results: list[dict[str, Any]] = []
-        failures = 0
+        failed = unexpected = 0
         for record, outcome in zip(records, outcomes, strict=True):
+            mid = record.message_id.decode()
             if isinstance(outcome, SendResult):
                 self.acked[outcome.cluster] += 1
-                results.append(_acked(outcome))
-            elif isinstance(outcome, KafkaAdapterError | TimeoutError):
-                failures += 1
-                mid = record.message_id.decode() if record.message_id else None
-                results.append({"id": mid, "error": str(outcome) or type(outcome).__name__})
-            else:
+                results.append(
+                    {
+                        "id": mid,
+                        "cluster": outcome.cluster,
+                        "partition": outcome.partition,
+                        "offset": outcome.offset,
+                    }
+                )
+                continue
+            if not isinstance(outcome, Exception):
                 raise outcome
-        self.failed += failures
-        answer = {
+            failed += 1
+            if not isinstance(outcome, KafkaAdapterError | TimeoutError):
+                unexpected += 1
+                log.error("%s: record %s of %s failed", self.name, mid, topic, exc_info=outcome)
+            results.append({"id": mid, "error": str(outcome) or type(outcome).__name__})
+        self.failed += failed
+        answer: dict[str, Any] = {
             "topic": topic,
             "topology_version": self.topology.current.version,
             "results": results,
         }
-        if failures:
-            answer["error"] = f"{failures} of {len(records)} records were not acknowledged"
-            return web.json_response(
-                answer, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}
-            )
-        return web.json_response(answer)
-
-    async def _send(self, topic: str, record: _Record) -> SendResult:
-        message_id = record.message_id or self.producer.new_message_id()
-        return await self.producer.send(
-            topic, record.value, record.key, record.headers, message_id=message_id
+        if not failed:
+            return web.json_response(answer)
+        answer["error"] = (
+            f"{failed} of {len(records)} records were not acknowledged: resend them with their ids"
         )
+        if unexpected:
+            return web.json_response(answer, status=500)
+        return web.json_response(answer, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    def _body_too_large(self, size: int = 0) -> web.HTTPRequestEntityTooLarge:
+        limit = self.limits.max_body_bytes
+        return _too_large(f"body over the proxy's limit of {limit} bytes", limit, size)
 
     def _parse(self, body: dict[str, Any]) -> list[_Record]:
         unknown = set(body) - {"records"}
@@ -201,7 +240,9 @@ class ProduceProxy(JsonHttpServer):
             raise bad_request(
                 f'unknown field(s) {sorted(unknown)}: the body is {{"records": [...]}}'
             )
-        raw = body.get("records")
+        if "records" not in body:
+            raise bad_request("the body has no 'records': send {\"records\": [...]}")
+        raw = body["records"]
         if not isinstance(raw, list):
             raise bad_request("'records' must be a list of records")
         if not raw:
@@ -213,7 +254,28 @@ class ProduceProxy(JsonHttpServer):
                 limit,
                 len(raw),
             )
-        return [_record(i, r) for i, r in enumerate(raw)]
+        records: list[_Record] = []
+        first_of: dict[bytes, int] = {}
+        for index, item in enumerate(raw):
+            record = _record(index, item, self.producer.new_message_id)
+            if (earlier := first_of.setdefault(record.message_id, index)) != index:
+                # The consumers would drop the second as a duplicate of the first.
+                raise bad_request(
+                    f"record {index}: id {record.message_id.decode()!r} is also record "
+                    f"{earlier}'s; each record needs its own id"
+                )
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+                record.key, record.value, [*record.headers, (MESSAGE_ID_HEADER, record.message_id)]
+            )
+            if size > self.max_message_bytes:
+                raise _too_large(
+                    f"record {index} is {size} bytes, over the {self.max_message_bytes} the "
+                    "producer may send (its max_request_size)",
+                    self.max_message_bytes,
+                    size,
+                )
+            records.append(record)
+        return records
 
     async def status(self, request: web.Request) -> web.Response:
         """``GET /v1/proxy/status``: the topology the proxy follows and what it sent."""
@@ -230,66 +292,84 @@ class ProduceProxy(JsonHttpServer):
                     name: {"acked": s.acked, "failed": s.failed, "last_error": s.last_error}
                     for name, s in self.producer.stats().items()
                 },
+                "requests": {str(code): n for code, n in sorted(self.responses.items())},
                 "records_acked": sum(self.acked.values()),
                 "records_failed": self.failed,
+                "records_moved": self.producer.moved,
+                "buffer_full": self.producer.buffer_full,
                 "batches_in_flight": self.in_flight,
             }
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics`` in the Prometheus text format."""
-        base = f'group="{self.config.name}",proxy="{self.name}"'
+        base = {"group": self.config.name, "proxy": self.name}
         lines = ["# TYPE hacoord_kafka_proxy_requests_total counter"]
         for code, n in sorted(self.responses.items()):
-            lines.append(f'hacoord_kafka_proxy_requests_total{{{base},code="{code}"}} {n}')
+            labels = _labels(**base, code=str(code))
+            lines.append(f"hacoord_kafka_proxy_requests_total{labels} {n}")
         lines.append("# TYPE hacoord_kafka_proxy_records_acked_total counter")
         for cluster in self.config.cluster_names:
-            lines.append(
-                f'hacoord_kafka_proxy_records_acked_total{{{base},cluster="{cluster}"}} '
-                f"{self.acked[cluster]}"
-            )
+            labels = _labels(**base, cluster=cluster)
+            lines.append(f"hacoord_kafka_proxy_records_acked_total{labels} {self.acked[cluster]}")
+        labels = _labels(**base)
         lines += [
             "# TYPE hacoord_kafka_proxy_records_failed_total counter",
-            f"hacoord_kafka_proxy_records_failed_total{{{base}}} {self.failed}",
+            f"hacoord_kafka_proxy_records_failed_total{labels} {self.failed}",
             "# TYPE hacoord_kafka_proxy_batches_in_flight gauge",
-            f"hacoord_kafka_proxy_batches_in_flight{{{base}}} {self.in_flight}",
+            f"hacoord_kafka_proxy_batches_in_flight{labels} {self.in_flight}",
             "# TYPE hacoord_kafka_proxy_topology_version gauge",
-            f"hacoord_kafka_proxy_topology_version{{{base}}} {self.topology.current.version}",
+            f"hacoord_kafka_proxy_topology_version{labels} {self.topology.current.version}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
-def _acked(result: SendResult) -> dict[str, Any]:
-    return {
-        "id": result.message_id.decode(errors="replace"),
-        "cluster": result.cluster,
-        "partition": result.partition,
-        "offset": result.offset,
-    }
+def _too_large(message: str, limit: int, actual: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        actual_size=actual,
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+    )
 
 
-def _record(index: int, raw: object) -> _Record:
+def _labels(**values: str) -> str:
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in values.items()) + "}"
+
+
+def _record(index: int, raw: object, new_id: Callable[[], bytes]) -> _Record:
     where = f"record {index}"
     if not isinstance(raw, dict):
         raise bad_request(f"{where}: must be an object")
-    unknown = set(raw) - _RECORD_KEYS
+    unknown = set(raw) - _RECORD_FIELDS
     if unknown:
         raise bad_request(f"{where}: unknown field(s) {sorted(unknown)}")
     if ("value" in raw) == ("value_b64" in raw):
         raise bad_request(f"{where}: give exactly one of 'value' and 'value_b64'")
     if "key" in raw and "key_b64" in raw:
         raise bad_request(f"{where}: give at most one of 'key' and 'key_b64'")
+    value, key = _bytes(where, raw, "value"), _bytes(where, raw, "key")
+    if value is None and key is None:
+        raise bad_request(f"{where}: a tombstone (a null 'value') needs a 'key'")
     headers = raw.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise bad_request(f"{where}: 'headers' must be an object of names to strings")
+    if MESSAGE_ID_HEADER in headers:
+        raise bad_request(f"{where}: header {MESSAGE_ID_HEADER!r} is the proxy's; give 'id'")
+    for name, text in headers.items():
+        _utf8(where, f"header {name!r}", name)
+        _utf8(where, f"header {name!r}", text)
     message_id = raw.get("id")
     if message_id is not None and (not isinstance(message_id, str) or not message_id):
         raise bad_request(f"{where}: 'id' must be a non-empty string")
     return _Record(
-        value=_bytes(where, raw, "value"),
-        key=_bytes(where, raw, "key"),
-        headers=tuple((str(k), v.encode()) for k, v in headers.items()),
-        message_id=message_id.encode() if message_id else None,
+        message_id=new_id() if message_id is None else _utf8(where, "'id'", message_id),
+        value=value,
+        key=key,
+        headers=tuple((name, text.encode()) for name, text in headers.items()),
     )
 
 
@@ -307,4 +387,11 @@ def _bytes(where: str, raw: dict[str, Any], field: str) -> bytes | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"{where}: '{field}' must be a string (use '{field}_b64' for binary)")
-    return value.encode()
+    return _utf8(where, f"'{field}'", value)
+
+
+def _utf8(where: str, what: str, text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # JSON may carry a lone surrogate ("\ud800")
+        raise bad_request(f"{where}: {what} is not valid Unicode text") from None
