@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from hacoord import cli_coord, cli_k8s, cli_mysql
+from hacoord import cli_coord, cli_k8s, cli_kafka, cli_mysql
 from hacoord.raft.errors import ConfigError
 from hacoord.server.config_file import load_config, parse_address
 from hacoord.transport.tcp import make_ssl_contexts
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_coord.add_commands(sub, with_endpoints, coord_runner)
     cli_mysql.add_commands(sub, with_endpoints, coord_runner)
     cli_k8s.add_commands(sub, with_endpoints, coord_runner)
+    cli_kafka.add_commands(sub, with_endpoints, coord_runner)
 
     s = sub.add_parser("demo", help="start a local cluster, kill its leader, watch failover")
     s.add_argument("--nodes", type=int, default=3, choices=(3, 5))
