@@ -159,3 +159,54 @@ def test_k8s_rollout_benchmark_keeps_a_quorum_with_the_adapter_and_not_without()
     # Each cluster's own tools take their members down together.
     assert plain["rollout"]["fewest_up"] < 2
     assert plain["drain_two_zones"]["fewest_up"] < 2
+
+
+@pytest.mark.timeout(240)
+def test_kafka_failover_benchmark_quick_loses_nothing_and_measures_every_phase() -> None:
+    # Imported here so that this test stays self-contained: Java and the Kafka jars are
+    # checked (and fetched) first, a skip without them, a failure under CI=true.
+    from hacoord.adapters.kafka.testbed import KafkaUnavailableError, resolve_jvm
+    from kafka_support import unavailable
+
+    try:
+        resolve_jvm()
+    except KafkaUnavailableError as e:
+        unavailable(e)
+    result = _run_benchmark("kafka_failover", "--quick", timeout=200)
+    assert result["benchmark"] == "kafka_failover"
+    assert result["quick"] is True
+    assert result["machine"]["cpus"] >= 1
+    failover = result["failover"]
+    assert failover["kills"] == 1
+    (sample,) = failover["samples"]
+    assert sample["killed"] != sample["new_primary"]
+    # The control plane decides before anything moves; both paths moved within the
+    # benchmark's 60 s deadline.
+    for path in ("embedded", "proxy"):
+        first_ack = sample[f"first_ack_{path}_s"]
+        assert 0 < sample["detection_s"] <= first_ack < 60, sample
+        for q in ("p50_ms", "p99_ms", "max_ms"):
+            assert failover[f"first_ack_{path}"][q] == pytest.approx(first_ack * 1000, abs=1)
+    assert 0 < sample["topology_seen_s"] < 60, sample
+    delivery = result["delivery"]
+    assert delivery["acknowledged"]["embedded"] > 0
+    assert delivery["acknowledged"]["proxy"] > 0
+    assert delivery["lost"] == 0, delivery["lost_ids"]
+    assert delivery["acknowledged_twice"] == 0
+    # Read back with the consumer's dedup off: every acknowledged id, and each extra copy
+    # counted once.
+    assert delivery["consumed_unique"] >= sum(delivery["acknowledged"].values())
+    assert delivery["consumed_copies"] == delivery["consumed_unique"] + delivery["duplicate_copies"]
+    throughput = result["throughput"]
+    assert len(throughput["rounds"]) == 2 * throughput["runs_each"]
+    assert throughput["ha_msgs_per_s"] > 0 and throughput["plain_msgs_per_s"] > 0
+    assert throughput["ratio"] == pytest.approx(
+        throughput["ha_msgs_per_s"] / throughput["plain_msgs_per_s"], abs=0.001
+    )
+    assert throughput["ratio"] > 0
+    stall = result["stall"]
+    live = {"k1", "k2", "k3"} - {stall["killed"]}
+    for consumer in ("with_commit", "without_commit"):
+        figures = stall[consumer]
+        assert figures["max_gap_ms_after_kill"] > 0, figures
+        assert live <= set(figures["delivered_after_kill"]), figures
