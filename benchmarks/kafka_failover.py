@@ -29,10 +29,13 @@ clusters, one broker SIGKILLed, and the longest gap between consecutive deliveri
 live clusters in the window after the kill, next to the same figure before it and the
 consumer's poll interval (goal: no gap longer than about one poll interval beyond the
 normal gap). Two consumers are measured at once: one committing after every batch (as the
-example and the tests do) and one that never commits. They share this process's event
-loop, so the phase also reports how late that loop ran and its longest garbage
-collection: a gap in both consumers at once is the loop not running (other jobs on the
-machine), not a consumer waiting on the dead cluster.
+example and the tests do) and one that never commits. The kill comes right after the
+committing one took records from the doomed cluster, before it commits them (a busy
+consumer nearly always holds such records; killing at a random moment makes the figure
+depend on luck). The consumers share this process's event loop, so the phase also reports
+how late that loop ran and its longest garbage collection: a gap in both consumers at once
+is the loop not running (other jobs on the machine), not a consumer waiting on the dead
+cluster.
 
 Prints one JSON object on stdout (progress on stderr); ``--out DIR`` also writes
 ``results.json`` and PNG plots there.
@@ -428,6 +431,7 @@ class Raw:
     stall_deliveries: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     stall_killed: str = ""
     stall_lags: list[tuple[float, float]] = field(default_factory=list)
+    stall_commits: list[tuple[float, float]] = field(default_factory=list)
 
 
 async def _drain_record(client: Client, old: str, killed_at: float) -> Any:
@@ -795,6 +799,7 @@ async def stall(bed: KafkaTestBed, raw: Raw, args: argparse.Namespace) -> dict[s
                 await asyncio.wait_for(producer.stop(), 5)
     raw.stall_kill_at, raw.stall_killed, raw.stall_deliveries = kill_at, killed, deliveries
     raw.stall_lags = lags
+    raw.stall_commits = commits + [(t, ended_at - t) for t in in_progress]
     report: dict[str, Any] = {
         "killed": killed,
         "rate_per_cluster": args.stall_rate,
@@ -927,13 +932,21 @@ def plot(report: dict[str, Any], raw: Raw, out: Path) -> list[str]:
     for ax, (name, got) in zip(axes[:, 0], raw.stall_deliveries.items(), strict=False):
         live = sorted(t - raw.stall_kill_at for t, c in got if c != raw.stall_killed)
         live = [x for x in live if -window <= x <= window]
-        gaps = [(b, (b - a) * 1000) for a, b in itertools.pairwise(live)]
+        gaps = [(b, (b - a) * 1000) for a, b in itertools.pairwise(live) if b > a]  # log scale
         ax.plot([x for x, _ in gaps], [g for _, g in gaps], ".", ms=3, color="C0",
                 label="gap between deliveries from live clusters")  # fmt: skip
+        if live and window - live[-1] > 2 * poll_ms / 1000:  # still waiting at the end
+            ax.plot([window], [(window - live[-1]) * 1000], "o", mfc="none", color="C0",
+                    label="no delivery since, at the window's end")  # fmt: skip
         lags = [(t - raw.stall_kill_at, lag * 1000) for t, lag in raw.stall_lags]
         lags = [(x, ms) for x, ms in lags if -window <= x <= window and ms >= 5]
         ax.plot([x for x, _ in lags], [ms for _, ms in lags], "x", ms=3, color="C1",
                 label="event loop late by (>= 5 ms)")  # fmt: skip
+        if name == "with_commit":
+            spans = [(t - raw.stall_kill_at, d * 1000) for t, d in raw.stall_commits]
+            spans = [(x, ms) for x, ms in spans if -window <= x <= window and ms >= 5]
+            ax.plot([x for x, _ in spans], [ms for _, ms in spans], "^", ms=4, color="C2",
+                    label="commit() took (>= 5 ms), at its start")  # fmt: skip
         figures = report["stall"][name]
         ax.axhline(figures["max_gap_ms_before_kill"] + poll_ms, color="C3", ls="--", lw=1,
                    label="longest gap before the kill + one poll interval")  # fmt: skip
@@ -943,6 +956,7 @@ def plot(report: dict[str, Any], raw: Raw, out: Path) -> list[str]:
             f"before {figures['max_gap_ms_before_kill']:.0f} ms (poll interval {poll_ms} ms)",
             fontsize=9,
         )
+        ax.set_yscale("log")
         ax.set_ylabel("ms since the previous\ndelivery from a live cluster", fontsize=8)
         ax.legend(fontsize=8, loc="upper left")
     axes[-1][0].set_xlabel(f"s after SIGKILL of {raw.stall_killed} (multi-primary)")
