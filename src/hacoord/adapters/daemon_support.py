@@ -1,17 +1,42 @@
-"""What every adapter daemon shares: its TOML file checks and its JSON HTTP API plumbing."""
+"""What every adapter daemon shares: its TOML file checks, its JSON HTTP API plumbing and the
+coordinator member it embeds."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from hacoord.client.client import Client
+from hacoord.client.transport import HttpTransport
+from hacoord.server.config_file import load_config
+from hacoord.server.serve import ssl_contexts, start_member
 from hacoord.workflow import WorkflowRecord
+
+
+@contextlib.asynccontextmanager
+async def embedded_member(member_config: Path) -> AsyncIterator[tuple[Client, str, int]]:
+    """Start the coordinator member of ``member_config`` in this process.
+
+    Yields a client of it (forwarding to the leader through the members' HTTP APIs), the
+    member's name (``member-<id>``) and the number of voting members; stops both at the end.
+    """
+    cfg = load_config(member_config)
+    member = await start_member(cfg)
+    scheme = "https" if cfg.tls else "http"
+    others = [f"{scheme}://{m.http[0]}:{m.http[1]}" for m in cfg.members.values()]
+    client = Client.local(member.service, forward=HttpTransport(others, ssl_contexts(cfg)[1]))
+    try:
+        yield client, f"member-{cfg.node_id}", len(cfg.members)
+    finally:
+        await client.close()
+        await member.stop()
 
 
 def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from hacoord.adapters.daemon_support import embedded_member
 from hacoord.adapters.kafka.config import GroupConfig
 from hacoord.adapters.kafka.daemon_config import (
     KafkaDaemonConfig,
@@ -27,9 +28,7 @@ from hacoord.adapters.kafka.proxy import ProduceProxy, ProxyLimits
 from hacoord.adapters.kafka.topology import TopologyWatcher
 from hacoord.adapters.kafka.watchdog import Watchdog
 from hacoord.client.client import Client
-from hacoord.client.transport import HttpTransport
-from hacoord.server.config_file import load_config
-from hacoord.server.serve import ssl_contexts, start_member, wait_for_termination
+from hacoord.server.serve import wait_for_termination
 
 log = logging.getLogger("hacoord.adapters.kafka.daemon")
 
@@ -132,27 +131,20 @@ async def follow_topology(watcher: TopologyWatcher) -> None:
 
 async def run_daemon(member_config: Path, kafka_config: Path) -> None:
     """Run a coordinator member with the Kafka daemon until SIGTERM/SIGINT."""
-    cfg = load_config(member_config)
     kafka = load_kafka_config(kafka_config)
-    member = await start_member(cfg)
-    scheme = "https" if cfg.tls else "http"
-    others = [f"{scheme}://{m.http[0]}:{m.http[1]}" for m in cfg.members.values()]
-    forward = HttpTransport(others, ssl_contexts(cfg)[1])
-    client = Client.local(member.service, forward=forward)
-    daemon = KafkaDaemon(client, kafka, f"member-{cfg.node_id}", len(cfg.members))
-    await daemon.start()
-    log.info(
-        "kafka daemon of member %d: group %s, %d cluster(s)",
-        cfg.node_id,
-        kafka.group.name,
-        len(kafka.group.clusters),
-    )
-    try:
-        await wait_for_termination()
-    finally:
-        await daemon.stop()
-        await client.close()
-        await member.stop()
+    async with embedded_member(member_config) as (client, member, members):
+        daemon = KafkaDaemon(client, kafka, member, members)
+        await daemon.start()
+        log.info(
+            "kafka daemon of %s: group %s, %d cluster(s)",
+            member,
+            kafka.group.name,
+            len(kafka.group.clusters),
+        )
+        try:
+            await wait_for_termination()
+        finally:
+            await daemon.stop()
 
 
 async def run_proxy(client: Client, config: KafkaDaemonConfig, listen: tuple[str, int]) -> None:

@@ -14,15 +14,14 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from hacoord.adapters.daemon_support import embedded_member
 from hacoord.adapters.mysql.adapter import MySQLAdapter
 from hacoord.adapters.mysql.daemon_config import DaemonConfig, load_daemon_config
 from hacoord.adapters.mysql.http_api import MySQLHttpApi
 from hacoord.adapters.mysql.monitor import Monitor
 from hacoord.adapters.mysql.orchestrator import Orchestrator
 from hacoord.client.client import Client
-from hacoord.client.transport import HttpTransport
-from hacoord.server.config_file import load_config
-from hacoord.server.serve import ssl_contexts, start_member, wait_for_termination
+from hacoord.server.serve import wait_for_termination
 
 log = logging.getLogger("hacoord.adapters.mysql.daemon")
 
@@ -75,19 +74,12 @@ class MySQLDaemon:
 
 async def run_daemon(member_config: Path, mysql_config: Path) -> None:
     """Run a coordinator member with the MySQL daemon until SIGTERM/SIGINT."""
-    cfg = load_config(member_config)
     mysql = load_daemon_config(mysql_config)
-    member = await start_member(cfg)
-    scheme = "https" if cfg.tls else "http"
-    others = [f"{scheme}://{m.http[0]}:{m.http[1]}" for m in cfg.members.values()]
-    forward = HttpTransport(others, ssl_contexts(cfg)[1])
-    client = Client.local(member.service, forward=forward)
-    daemon = MySQLDaemon(client, mysql, f"member-{cfg.node_id}", len(cfg.members))
-    await daemon.start()
-    log.info("mysql daemon of member %d: %d cluster(s)", cfg.node_id, len(mysql.clusters))
-    try:
-        await wait_for_termination()
-    finally:
-        await daemon.stop()
-        await client.close()
-        await member.stop()
+    async with embedded_member(member_config) as (client, member, members):
+        daemon = MySQLDaemon(client, mysql, member, members)
+        await daemon.start()
+        log.info("mysql daemon of %s: %d cluster(s)", member, len(mysql.clusters))
+        try:
+            await wait_for_termination()
+        finally:
+            await daemon.stop()
