@@ -678,25 +678,6 @@ class _GcTimer:
             self.into.append((self.began, time.monotonic() - self.began, info["generation"]))
 
 
-async def close_consumer(consumer: HAConsumer) -> None:
-    """Close ``consumer`` without committing, despite aiokafka 0.14's stray CancelledError.
-
-    ``AIOKafkaConsumer.stop()`` cancels its fetch tasks and awaits them without catching
-    the ``CancelledError`` of one that sleeps in its retry back-off after a failed fetch
-    from a dead broker; ``HAConsumer.close`` lets it through. A ``CancelledError`` while
-    this task is not being cancelled is that one: close again (the reader that raised it
-    has dropped its client already).
-    """
-    for _ in range(5):
-        try:
-            await consumer.close(commit=False)
-            return
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-
-
 async def stall(bed: KafkaTestBed, raw: Raw, args: argparse.Namespace) -> dict[str, Any]:
     """Multi-primary: a stream into every cluster, one broker SIGKILLed; delivery gaps."""
     config = stall_config(bed)
@@ -793,7 +774,7 @@ async def stall(bed: KafkaTestBed, raw: Raw, args: argparse.Namespace) -> dict[s
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for consumer in consumers.values():
-            await close_consumer(consumer)
+            await consumer.close(commit=False)
         for producer in producers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)

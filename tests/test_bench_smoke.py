@@ -210,6 +210,10 @@ def test_kafka_failover_benchmark_quick_loses_nothing_and_measures_every_phase()
         assert figures["max_gap_ms_after_kill"] > 0, figures
         assert isinstance(figures["goal_met"], bool), figures
     assert stall["with_commit"]["commit_max_ms_after_kill"] > 0, stall["with_commit"]
-    # Without commits nothing waits on the dead cluster: the live ones go on delivering.
+    # Nothing waits on the dead cluster, not even commit(): the live ones go on delivering
+    # to both consumers, and the committing one's commits after the kill keep answering.
     live = {"k1", "k2", "k3"} - {stall["killed"]}
-    assert live <= set(stall["without_commit"]["delivered_after_kill"]), stall
+    for consumer in ("with_commit", "without_commit"):
+        assert live <= set(stall[consumer]["delivered_after_kill"]), stall
+    assert stall["with_commit"]["commits_after_kill"] > 1, stall["with_commit"]
+    assert stall["with_commit"]["commits_refused_after_kill"].get(stall["killed"], 0) > 0

@@ -212,6 +212,54 @@ async def test_consumer_restart_skips_a_dead_cluster_and_picks_it_up(bed: KafkaT
         assert all(s.failures == 0 for s in stats.values())
 
 
+async def test_commit_does_not_wait_on_a_dead_cluster(bed: KafkaTestBed) -> None:
+    config = group_of(bed)
+    await ensure_topics(config)
+    async with HAProducer(config, options=FAST) as producer:
+        first = [await producer.send("events", f"a{i}".encode()) for i in range(30)]
+    assert {r.cluster for r in first} == {"k1", "k2", "k3"}
+    # A live cluster commits well within commit_timeout_s even on a loaded machine; the
+    # dead one's commit waits for its request timeout.
+    options = ConsumerOptions(
+        poll_interval_ms=100, request_timeout_s=3.0, session_timeout_ms=6000, commit_timeout_s=1.0
+    )
+    held: list[HARecord] = []
+    async with HAConsumer(config, "commits", options=options) as consumer:
+        while {r.cluster for r in held} != {"k1", "k2", "k3"}:
+            held += await consumer.getmany(timeout=1.0)
+        # k1 dies while this consumer holds its records, not yet committed.
+        await bed["k1"].brokers[0].kill()
+        answered = await consumer.commit()
+        assert answered == {"k1": False, "k2": True, "k3": True}
+        k1 = consumer.stats()["k1"]
+        assert k1.commit_slow
+        # k1's commit goes on in the background; the next call does not wait for it.
+        again = await consumer.commit()
+        assert again == {"k1": False}
+        assert k1.commit_slow and k1.committed == 0
+
+        # The live clusters go on delivering to a loop that commits after every batch.
+        async with HAProducer(config, options=FAST) as producer:
+            later = [await producer.send("events", f"b{i}".encode()) for i in range(40)]
+        assert {r.cluster for r in later} == {"k2", "k3"}
+        got = Collected()
+        task = asyncio.create_task(consume(consumer, got))
+        await got.wait_for(lambda: {r.message_id for r in later} <= set(got.by_id))
+        assert "k1" not in got.per_cluster
+
+        # k1 returns: its kept offsets are committed by a later call.
+        await bed["k1"].brokers[0].restart()
+        await stop(task)
+        async with asyncio.timeout(60):
+            while not (await consumer.commit()).get("k1", True):
+                await consumer.wait_for_commits()
+        assert not k1.commit_slow and k1.committed >= 1
+    # Nothing taken before is delivered again to the group's next consumer.
+    async with HAConsumer(config, "commits", options=options) as again_consumer:
+        await asyncio.wait_for(_all_reading(again_consumer), timeout=60)
+        assert await again_consumer.getmany(timeout=1.0) == []
+
+
 async def _all_reading(consumer: HAConsumer) -> None:
     while not all(s.last_fetch_at > 0 for s in consumer.stats().values()):
         await asyncio.sleep(0.05)

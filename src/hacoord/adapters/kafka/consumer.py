@@ -5,8 +5,11 @@ its own background task that delivers into one bounded queue. A cluster that can
 reached (down, hung, not yet back) is retried forever with back-off in its own task, so a
 start or restart skips it and picks it up when it returns; the live clusters keep
 delivering. Offsets are committed per cluster (:meth:`HAConsumer.commit` commits what the
-caller has taken), each with its own timeout: an offset that cannot be committed to a dead
-cluster is kept and committed when it returns.
+caller has taken). A commit runs in its reader's background and holds the caller at most
+:attr:`ConsumerOptions.commit_timeout_s`; one that outlives that marks its cluster slow, and
+until that commit answers, the next calls do not wait for that cluster at all. Offsets that
+could not be committed (a dead, hung or slow cluster) are kept and committed when it answers
+again, so a dead cluster holds up neither delivery nor the caller's commit loop.
 
 Delivery is at least once. With :attr:`ConsumerOptions.dedup_window` > 0, a message whose
 :data:`~hacoord.adapters.kafka.producer.MESSAGE_ID_HEADER` was among the last that many ids
@@ -48,6 +51,10 @@ class ConsumerOptions:
     """Fetched batches waiting for the caller, over all clusters; more wait (back-pressure)."""
     request_timeout_s: float = 10.0
     """Timeout of one request to a cluster (start, commit, stop)."""
+    commit_timeout_s: float = 0.05
+    """Longest :meth:`HAConsumer.commit` waits for one cluster's commit (a healthy cluster
+    answers in a few ms); a slower one goes on in the background, bounded by
+    ``request_timeout_s``, and that cluster's offsets stay taken for the next call."""
     retry_backoff_s: float = 0.5
     """Back-off before connecting to a failed cluster again, doubling ..."""
     max_retry_backoff_s: float = 5.0
@@ -68,7 +75,7 @@ class ConsumerOptions:
         for name in ("max_records", "buffer_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"consumer: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("request_timeout_s", "retry_backoff_s"):
+        for name in ("request_timeout_s", "commit_timeout_s", "retry_backoff_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"consumer: {name} must be > 0, got {getattr(self, name)}")
         if self.dedup_window < 0:
@@ -121,6 +128,9 @@ class ReaderStats:
     """``time.monotonic()`` of its last fetch that answered (with or without records)."""
     committed: int = 0
     commit_failures: int = 0
+    commit_slow: bool = False
+    """Its last commit outlived ``commit_timeout_s`` and has not answered yet, or timed out:
+    commits do not wait for this cluster until one answers."""
 
 
 class _Reader:
@@ -141,15 +151,17 @@ class _Reader:
         self.stats = ReaderStats()
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
+        self.commit_task: asyncio.Task[bool] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"consumer-{self.cluster.name}")
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in (self.commit_task, self.task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._drop_consumer()
 
     async def _run(self) -> None:
@@ -219,10 +231,36 @@ class _Reader:
                     batch = [_record(name, logical[tp.topic], r) for r in records]
                     await self.queue.put(batch)
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+    async def commit(self, offsets: dict[TopicPartition, int], wait_s: float) -> bool:
+        """Commit ``offsets`` in the background, waiting up to ``wait_s`` for the answer.
+
+        False at once while an earlier commit is still running, and without waiting while
+        this cluster is slow; the caller keeps the offsets for its next call either way.
+        """
         consumer = self.consumer
         if consumer is None or self.stats.state is not ReaderState.READING:
             return False
+        if self.commit_task is not None and not self.commit_task.done():
+            return False
+        task = asyncio.create_task(
+            self._commit(consumer, offsets), name=f"commit-{self.cluster.name}"
+        )
+        self.commit_task = task
+        if self.stats.commit_slow:
+            return False
+        done, _ = await asyncio.wait({task}, timeout=wait_s)
+        if task in done:
+            return task.result()
+        self.stats.commit_slow = True
+        return False
+
+    async def wait_for_commit(self) -> None:
+        """Until the commit running in the background (if one is) has answered."""
+        if self.commit_task is not None:
+            await asyncio.wait({self.commit_task})
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+        name = self.cluster.name
         try:
             async with asyncio.timeout(self.options.request_timeout_s):
                 await consumer.commit(offsets)
@@ -230,15 +268,18 @@ class _Reader:
             # A rebalance moved these partitions: their next owner reads from the last
             # committed offset (at least once), so ours are dropped.
             self.stats.commit_failures += 1
-            log.info(
-                "%s: commit refused after a rebalance (%r); offsets dropped", self.cluster.name, e
-            )
-            return True
+            self.stats.commit_slow = False
+            log.info("%s: commit refused after a rebalance (%r); offsets dropped", name, e)
         except (KafkaError, TimeoutError, OSError) as e:
             self.stats.commit_failures += 1
             self.stats.last_error = f"commit: {e!r}"
+            # A cluster that answered with an error is not slow; one that never answered is.
+            self.stats.commit_slow = isinstance(e, TimeoutError)
             return False
-        self.stats.committed += 1
+        else:
+            self.stats.committed += 1
+            self.stats.commit_slow = False
+        self.owner._forget_committed(name, offsets)
         return True
 
     async def _drop_consumer(self) -> None:
@@ -299,10 +340,24 @@ class HAConsumer:
             reader.start()
 
     async def close(self, commit: bool = True) -> None:
-        """Commit what was taken (unless ``commit=False``) and stop every reader."""
+        """Commit what was taken (unless ``commit=False``) and stop every reader.
+
+        The last commit waits for each cluster up to ``request_timeout_s`` (after a commit
+        still running there has answered), except for a cluster whose last commit timed
+        out: its offsets are given up (delivered again: at least once).
+        """
         if commit:
-            await self.commit()
+            await self._last_commit()
         await asyncio.gather(*(r.close() for r in self._readers.values()))
+
+    async def _last_commit(self) -> None:
+        async def last(name: str, reader: _Reader) -> None:
+            await reader.wait_for_commit()
+            if self._taken[name] and not reader.stats.commit_slow:
+                await reader.commit(dict(self._taken[name]), self.options.request_timeout_s)
+                await reader.wait_for_commit()
+
+        await asyncio.gather(*(last(n, r) for n, r in self._readers.items()))
 
     async def __aenter__(self) -> HAConsumer:
         await self.start()
@@ -362,16 +417,25 @@ class HAConsumer:
     async def commit(self) -> dict[str, bool]:
         """Commit, per cluster and at once, the offsets after every record taken.
 
-        Returns which clusters committed; a cluster that did not keeps its offsets for the
-        next call. No cluster waits for another.
+        Returns which clusters committed. Waits at most ``commit_timeout_s`` for any of
+        them, and not at all for a cluster still slow from an earlier commit; a cluster
+        that did not commit keeps its offsets for the next call (and they are dropped from
+        it as soon as a commit still running in the background answers).
         """
         names = [n for n, taken in self._taken.items() if taken]
-        snapshots = {n: dict(self._taken[n]) for n in names}
-        results = await asyncio.gather(*(self._readers[n].commit(snapshots[n]) for n in names))
-        for name, ok in zip(names, results, strict=True):
-            if ok:
-                taken = self._taken[name]
-                for tp, offset in snapshots[name].items():
-                    if taken.get(tp) == offset:
-                        del taken[tp]
+        wait_s = self.options.commit_timeout_s
+        results = await asyncio.gather(
+            *(self._readers[n].commit(dict(self._taken[n]), wait_s) for n in names)
+        )
         return dict(zip(names, results, strict=True))
+
+    async def wait_for_commits(self) -> None:
+        """Until every commit running in the background has answered (or timed out)."""
+        await asyncio.gather(*(r.wait_for_commit() for r in self._readers.values()))
+
+    def _forget_committed(self, cluster: str, offsets: dict[TopicPartition, int]) -> None:
+        """Drop the committed ``offsets`` of ``cluster`` unless a later record moved them."""
+        taken = self._taken[cluster]
+        for tp, offset in offsets.items():
+            if taken.get(tp) == offset:
+                del taken[tp]
