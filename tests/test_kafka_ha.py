@@ -18,6 +18,7 @@ from hacoord.adapters.kafka import (
     HAConsumer,
     HAProducer,
     HARecord,
+    MessageTooLargeError,
     Mode,
     NoClusterAvailableError,
     ProducerOptions,
@@ -280,6 +281,13 @@ async def test_bad_input_gets_clear_errors(bed: KafkaTestBed) -> None:
     async with HAProducer(config, options=FAST) as producer:
         with pytest.raises(UnknownTopicError, match="no logical topic 'nope'"):
             await producer.send("nope", b"x")
+        with pytest.raises(ValueError, match="topic 'events': a message needs a key or a value"):
+            await producer.send("events", None)
+        # Too large for any cluster: refused at once, and no cluster is blamed for it.
+        with pytest.raises(MessageTooLargeError, match="topic 'events': message refused"):
+            await producer.send("events", b"x" * 2_000_000)
+        assert all(s.failed == 0 for s in producer.stats().values()), producer.stats()
+        assert (await producer.send("events", b"small")).attempts == 1
     nowhere = GroupConfig.from_mapping(
         {
             "name": "nowhere",

@@ -71,6 +71,14 @@ class NoClusterAvailableError(KafkaAdapterError):
         self.errors = dict(errors)
 
 
+class MessageTooLargeError(KafkaAdapterError, ValueError):
+    """A message larger than the producer may send; no cluster was tried."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"topic {topic!r}: message refused before sending: {reason}")
+        self.topic = topic
+
+
 class BufferFullError(KafkaAdapterError):
     """The producer's bounded buffer stayed full for the whole wait."""
 

@@ -9,6 +9,9 @@ plane to publish a new primary (primary mode), until
 each cluster answered. A send that timed out on one cluster may still land there later:
 that is the duplicate the id header is for.
 
+A message aiokafka refuses before sending (larger than ``max_request_size``) raises
+:class:`MessageTooLargeError` at once instead of trying the other clusters.
+
 The number of sends in flight is bounded (:attr:`ProducerOptions.max_pending`): a full buffer
 makes ``send`` wait, and :class:`BufferFullError` ends a wait longer than
 :attr:`ProducerOptions.buffer_timeout_s`.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from hacoord.adapters.kafka import topics
 from hacoord.adapters.kafka.clients import stop_quietly
@@ -35,6 +38,7 @@ from hacoord.adapters.kafka.errors import (
     BufferFullError,
     ClusterUnreachableError,
     ConfigError,
+    MessageTooLargeError,
     NoClusterAvailableError,
     ProducerClosedError,
 )
@@ -117,8 +121,10 @@ class _Link:
         self.stats = ClusterStats()
         self.failures_in_row = 0
         self._starting: asyncio.Lock = asyncio.Lock()
-        self.abandon: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        """Resolved when the topology stops listing this cluster as writable."""
+        self.in_flight: dict[asyncio.Future[Any], float] = {}
+        """aiokafka's future of every send awaited on this cluster, with its deadline."""
+        self.generation = 0
+        """Counts the times this cluster stopped being writable (see :meth:`abandon`)."""
 
     @property
     def skipping(self) -> bool:
@@ -165,17 +171,29 @@ class _Link:
         )
         self.stats.skipped_until = time.monotonic() + backoff
 
-    def renew_abandon(self) -> None:
-        if not self.abandon.done():
-            self.abandon.set_result(None)
-        self.abandon = asyncio.get_running_loop().create_future()
+    def abandon(self) -> None:
+        """End every wait on this cluster: the topology no longer lists it as writable.
+
+        aiokafka skips a message future that is already done, so failing it here ends our
+        wait without touching aiokafka's own bookkeeping (the message may still land: a
+        duplicate).
+        """
+        self.generation += 1
+        for future in list(self.in_flight):
+            if not future.done():
+                future.set_exception(_Abandoned())
+
+    def expire(self, now: float) -> None:
+        """Fail the waits whose deadline has passed."""
+        for future, deadline in list(self.in_flight.items()):
+            if deadline <= now and not future.done():
+                future.set_exception(TimeoutError())
 
     async def close(self) -> None:
+        self.abandon()
         if self.producer is not None:
             producer, self.producer = self.producer, None
             await stop_quietly(producer, self.options.attempt_timeout_s)
-        if not self.abandon.done():
-            self.abandon.set_result(None)
 
 
 class HAProducer:
@@ -203,6 +221,8 @@ class HAProducer:
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:16]
         self._follow: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
+        self._writable: tuple[Topology | None, list[_Link]] = (None, [])
         self._closed = False
         self.buffer_full = 0
         """Sends refused because the buffer stayed full."""
@@ -231,14 +251,16 @@ class HAProducer:
             for c in self.config.clusters
         }
         self._follow = asyncio.create_task(self._follow_topology(), name="producer-topology")
+        self._sweep = asyncio.create_task(self._expire_attempts(), name="producer-timeouts")
 
     async def close(self) -> None:
         """Stop every cluster's producer; later sends raise :class:`ProducerClosedError`."""
         self._closed = True
-        if self._follow is not None:
-            self._follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow
+        for task in (self._follow, self._sweep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(link.close() for link in self._links.values()))
 
     async def __aenter__(self) -> HAProducer:
@@ -264,11 +286,16 @@ class HAProducer:
         headers: Headers = (),
         message_id: bytes | None = None,
     ) -> SendResult:
-        """Send to the logical ``topic``; returns once a cluster acknowledged (``acks=all``)."""
-        if self._closed or self._pending is None:
+        """Send to the logical ``topic``; returns once a cluster acknowledged (``acks=all``).
+
+        A message needs a ``key`` or a ``value`` (``ValueError`` otherwise).
+        """
+        pending = self._pending
+        if self._closed or pending is None:
             raise ProducerClosedError(f"producer of group {self.config.name} is not started")
         physical = self.config.topic(topic).physical
-        pending = self._pending
+        if value is None and key is None:
+            raise ValueError(f"topic {topic!r}: a message needs a key or a value, got neither")
         if pending.locked():
             try:
                 async with asyncio.timeout(self.options.buffer_timeout_s):
@@ -283,7 +310,8 @@ class HAProducer:
             await pending.acquire()
         try:
             mid = message_id or self.new_message_id()
-            all_headers = [*headers, (MESSAGE_ID_HEADER, mid)]
+            own = (MESSAGE_ID_HEADER, mid)
+            all_headers = [*headers, own] if headers else [own]
             return await self._deliver(topic, physical, value, key, all_headers, mid)
         finally:
             pending.release()
@@ -297,49 +325,54 @@ class HAProducer:
         headers: list[tuple[str, bytes]],
         mid: bytes,
     ) -> SendResult:
-        deadline = time.monotonic() + self.options.delivery_timeout_s
+        now = time.monotonic()
+        deadline = now + self.options.delivery_timeout_s
+        attempt_timeout = self.options.attempt_timeout_s
         errors: dict[str, str] = {}
         attempts = 0
         while True:
             topology = self.topology.current
-            for name in self._candidates(topology):
-                link = self._links[name]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            for link in self._candidates(topology, now):
+                if now >= deadline:
                     break
                 attempts += 1
                 try:
-                    partition, offset = await self._attempt(
-                        link,
-                        physical,
-                        value,
-                        key,
-                        headers,
-                        min(remaining, self.options.attempt_timeout_s),
+                    metadata = await self._attempt(
+                        link, physical, value, key, headers, min(deadline, now + attempt_timeout)
                     )
                 except _Abandoned:
-                    errors[name] = "no longer writable in the topology"
+                    errors[link.cluster.name] = "no longer writable in the topology"
                     break  # look at the new topology at once
+                except MessageSizeTooLargeError as e:
+                    raise MessageTooLargeError(topic, str(e)) from e
                 except (KafkaError, ClusterUnreachableError, TimeoutError, OSError) as e:
-                    error = _describe(e, self.options.attempt_timeout_s)
-                    errors[name] = error
+                    error = _describe(e, attempt_timeout)
+                    errors[link.cluster.name] = error
                     link.failed(error)
-                    if self.topology.current.version != topology.version:
+                    now = time.monotonic()
+                    if self.topology.current is not topology:
                         break
                     continue
                 link.succeeded()
                 if attempts > 1:
                     self.moved += 1
-                return SendResult(topic, name, partition, offset, mid, attempts)
-            remaining = deadline - time.monotonic()
+                return SendResult(
+                    topic, link.cluster.name, metadata.partition, metadata.offset, mid, attempts
+                )
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 raise NoClusterAvailableError(topic, errors or self._why_none(topology))
             await self.topology.newer_than(topology.version, min(remaining, self._next_retry()))
+            now = time.monotonic()
 
-    def _candidates(self, topology: Topology) -> list[str]:
+    def _candidates(self, topology: Topology, now: float) -> list[_Link]:
         """Writable clusters not backing off, rotated so sends spread over them."""
-        writable = [n for n in topology.writable() if n in self._links]
-        ready = [n for n in writable if not self._links[n].skipping]
+        cached, writable = self._writable
+        if cached is not topology:
+            writable = [self._links[n] for n in topology.writable() if n in self._links]
+            self._writable = (topology, writable)
+        ready = [link for link in writable if link.stats.skipped_until <= now]
         if len(ready) > 1:
             shift = next(self._rotation) % len(ready)
             ready = ready[shift:] + ready[:shift]
@@ -366,26 +399,40 @@ class HAProducer:
         value: bytes | None,
         key: bytes | None,
         headers: list[tuple[str, bytes]],
-        timeout: float,
-    ) -> tuple[int, int]:
-        abandon = link.abandon
-        future: asyncio.Future[Any] | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                producer = await link.ready()
-                future = await producer.send(physical, value, key=key, headers=headers)
-                done, _ = await asyncio.wait({future, abandon}, return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            if future is not None:
-                # aiokafka may still deliver it (a duplicate) or fail it later: either way
-                # its outcome is no longer ours to report.
-                future.add_done_callback(_retrieve)
-            raise
-        if future not in done:
+        deadline: float,
+    ) -> Any:
+        """aiokafka's metadata of the message once ``link``'s cluster acknowledged it.
+
+        Awaits aiokafka's own future: :meth:`_expire_attempts` fails it at ``deadline``
+        and :meth:`_Link.abandon` when the cluster stops being writable, so no timer or
+        extra task is made per message.
+        """
+        producer = link.producer
+        if producer is None:
+            producer = await link.ready()
+        generation = link.generation
+        # aiokafka bounds this wait (buffer room, metadata) by its request timeout, the
+        # attempt timeout.
+        future = await producer.send(physical, value, key=key, headers=headers)
+        if link.generation != generation:
             future.add_done_callback(_retrieve)
             raise _Abandoned
-        metadata = future.result()
-        return int(metadata.partition), int(metadata.offset)
+        in_flight = link.in_flight
+        in_flight[future] = deadline
+        try:
+            return await future
+        finally:
+            del in_flight[future]
+
+    async def _expire_attempts(self) -> None:
+        """Fail the attempts past their deadline, a few times per attempt timeout."""
+        period = min(0.1, self.options.attempt_timeout_s / 10)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for link in self._links.values():
+                if link.in_flight:
+                    link.expire(now)
 
     async def _follow_topology(self) -> None:
         """Abandon the waits on clusters that a new topology no longer lists as writable."""
@@ -399,7 +446,7 @@ class HAProducer:
             now_writable = set(topology.writable())
             for name in writable - now_writable:
                 if name in self._links:
-                    self._links[name].renew_abandon()
+                    self._links[name].abandon()
             for name in now_writable - writable:
                 if name in self._links:  # a readmitted cluster is tried at once
                     self._links[name].stats.skipped_until = 0.0
