@@ -92,3 +92,21 @@ def test_timing_converts_to_ticks() -> None:
     assert t.tick_ms == 50 and t.heartbeat_ticks == 1 and t.election_ticks == 10
     fast = Timing(heartbeat_ms=30, election_timeout_ms=150)
     assert fast.tick_ms == 15 and fast.heartbeat_ticks == 2 and fast.election_ticks == 10
+
+
+@pytest.mark.parametrize(
+    ("argv", "adapter"),
+    [
+        (["mysql", "daemon", "--member", "member.toml", "--mysql-config"], "mysql"),
+        (["kafka", "status", "--endpoints", "127.0.0.1:1", "--kafka-config"], "kafka"),
+        (["k8s", "status", "--endpoints", "127.0.0.1:1", "--k8s-config"], "k8s"),
+    ],
+)
+def test_adapter_clis_name_a_broken_config_file_without_a_traceback(
+    tmp_path: Path, argv: list[str], adapter: str
+) -> None:
+    broken = _write(tmp_path, "[cluster\nid=")
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, str(broken)])
+    message = str(exited.value.code)
+    assert message.startswith(f"hacoord {adapter}: configuration error: {broken}: not valid TOML")

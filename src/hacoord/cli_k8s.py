@@ -6,19 +6,16 @@ import argparse
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+from hacoord.cli_support import adapter_config
 from hacoord.client import Client
 
 
 def _config(args: argparse.Namespace) -> Any:
     from hacoord.adapters.k8s.daemon_config import load_k8s_config
 
-    try:
-        return load_k8s_config(Path(args.k8s_config))
-    except ValueError as e:  # every configuration problem, named
-        raise SystemExit(f"hacoord k8s: configuration error: {e}") from None
+    return adapter_config("k8s", "--k8s-config", args.k8s_config, load_k8s_config)
 
 
 def _adapter(client: Client, args: argparse.Namespace) -> Any:

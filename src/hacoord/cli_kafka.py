@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hacoord.cli_support import adapter_config
 from hacoord.client import Client
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -19,10 +20,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def _config(args: argparse.Namespace) -> Any:
     from hacoord.adapters.kafka.daemon_config import load_kafka_config
 
-    try:
-        return load_kafka_config(Path(args.kafka_config))
-    except ValueError as e:  # every configuration problem, named
-        raise SystemExit(f"hacoord kafka: configuration error: {e}") from None
+    return adapter_config("kafka", "--kafka-config", args.kafka_config, load_kafka_config)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -10,15 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hacoord.cli_support import adapter_config
 from hacoord.client import Client
 
 
 def _daemon_config(args: argparse.Namespace) -> Any:
     from hacoord.adapters.mysql.daemon_config import load_daemon_config
 
-    if not args.mysql_config:
-        raise SystemExit("hacoord mysql: --mysql-config FILE is required for this command")
-    return load_daemon_config(Path(args.mysql_config))
+    return adapter_config("mysql", "--mysql-config", args.mysql_config, load_daemon_config)
 
 
 async def _status(client: Client, args: argparse.Namespace) -> int:
@@ -126,6 +125,7 @@ async def _agent(client: Client, args: argparse.Namespace) -> int:
 def _daemon(args: argparse.Namespace) -> int:
     from hacoord.adapters.mysql.daemon import run_daemon
 
+    _daemon_config(args)  # refused here, before the member starts
     asyncio.run(run_daemon(Path(args.member), Path(args.mysql_config)))
     return 0
 
