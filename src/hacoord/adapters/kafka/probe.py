@@ -165,10 +165,11 @@ class ClusterProbe:
             )
             self._consumer = consumer
             await consumer.start()
+            # Assigned once per client: aiokafka logs every assignment at INFO.
+            consumer.assign([TopicPartition(self.canary_topic, 0)])
         value = f"{self.client_id} {next(self._sequence)} {time.time():.3f}".encode()
         sent = await self._producer.send_and_wait(self.canary_topic, value, partition=0)
         partition = TopicPartition(self.canary_topic, 0)
-        self._consumer.assign([partition])
         self._consumer.seek(partition, sent.offset)
         record = await self._consumer.getone(partition)
         if record.offset != sent.offset or record.value != value:
