@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hacoord.adapters.kafka import (
     ConfigError,
     GroupConfig,
     Mode,
+    PromotePendingError,
     StaleTopologyError,
     Topology,
     TopologyControl,
@@ -23,6 +25,8 @@ from hacoord.adapters.kafka import (
     publish_topology,
     read_topology,
 )
+from hacoord.adapters.kafka.keys import promote_request_key
+from hacoord.adapters.kafka.plane import request_promote
 from hacoord.adapters.kafka.topology import control_election
 from hacoord.client import Client
 from hacoord.workflow import FencedOutError
@@ -185,3 +189,17 @@ async def test_control_refuses_promote_in_multi_primary_mode(client: Client) -> 
             await control.promote("k2")
         with pytest.raises(UnknownClusterError):
             await control.mark("k9", healthy=False)
+
+
+async def test_one_promote_request_waits_at_a_time(client: Client) -> None:
+    config = group()
+    first = await request_promote(client, config, "k2")
+    # Asking again for the same cluster waits for the same outcome ...
+    assert await request_promote(client, config, "k2") == first
+    # ... and another cluster is refused, naming the waiting request, which stays as it was.
+    with pytest.raises(PromotePendingError, match=f"a promotion of k2 \\({first}\\) is still"):
+        await request_promote(client, config, "k3")
+    stored = await client.get(promote_request_key(config.name))
+    assert stored is not None and json.loads(stored.value)["cluster"] == "k2"
+    await client.delete(promote_request_key(config.name))  # what the control plane does
+    assert await request_promote(client, config, "k3") != first

@@ -92,7 +92,7 @@ async def _promote(client: Client, args: argparse.Namespace) -> int:
     group = _config(args).group
     try:
         request_id = await request_promote(client, group, args.cluster)
-    except KafkaAdapterError as e:  # an unknown cluster, or a multi-primary group
+    except KafkaAdapterError as e:  # unknown cluster, multi-primary group, one pending
         raise SystemExit(f"hacoord kafka promote: {e}") from None
     print(f"promotion of {args.cluster} requested ({request_id}); waiting for the control plane")
     record = await wait_for_request(client, group.name, request_id, args.wait)

@@ -73,6 +73,11 @@ def not_found(message: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=json.dumps({"error": message}), content_type="application/json")
 
 
+def conflict(message: str) -> web.HTTPConflict:
+    """A 409 whose JSON body says what is in the way."""
+    return web.HTTPConflict(text=json.dumps({"error": message}), content_type="application/json")
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object body (``{}`` if none); 400 if it is not one."""
     if not request.can_read_body:

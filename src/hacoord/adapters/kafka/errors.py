@@ -71,6 +71,10 @@ class NoClusterAvailableError(KafkaAdapterError):
         self.errors = dict(errors)
 
 
+class PromotePendingError(KafkaAdapterError):
+    """A promotion of another cluster is already waiting for the control plane."""
+
+
 class MessageTooLargeError(KafkaAdapterError, ValueError):
     """A message larger than the producer may send; no cluster was tried."""
 

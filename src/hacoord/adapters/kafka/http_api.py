@@ -9,7 +9,8 @@
 - ``POST /v1/kafka/drain``: ``{"cluster": "k1", "reason": "disk swap"}``
 - ``POST /v1/kafka/undrain``: ``{"cluster": "k1"}``
 - ``POST /v1/kafka/promote``: ``{"cluster": "k2", "wait_s": 30}``; answers the finished
-  record (200), or 202 with the request id when it has not finished within ``wait_s``
+  record (200), or 202 with the request id when it has not finished within ``wait_s``, or
+  409 while a promotion of another cluster waits
 
 Every member's daemon serves it; actions are recorded in the coordinator, where the active
 control plane picks them up. An unknown cluster is a 404 naming the known ones.
@@ -24,13 +25,18 @@ from aiohttp import web
 from hacoord.adapters.daemon_support import (
     JsonHttpServer,
     bad_request,
+    conflict,
     json_body,
     not_found,
     record_json,
 )
 from hacoord.adapters.kafka.config import GroupConfig
 from hacoord.adapters.kafka.detect import Health
-from hacoord.adapters.kafka.errors import KafkaAdapterError, UnknownClusterError
+from hacoord.adapters.kafka.errors import (
+    KafkaAdapterError,
+    PromotePendingError,
+    UnknownClusterError,
+)
 from hacoord.adapters.kafka.plane import (
     ControlPlane,
     drain,
@@ -112,6 +118,8 @@ class KafkaHttpApi(JsonHttpServer):
             raise bad_request(f"wait_s must be a number of seconds >= 0, got {wait_s!r}")
         try:
             request_id = await request_promote(self.client, self.config, cluster)
+        except PromotePendingError as e:
+            raise conflict(str(e)) from None
         except KafkaAdapterError as e:  # a multi-primary group has no primary to move
             raise bad_request(str(e)) from None
         record = await wait_for_request(self.client, self.config.name, request_id, wait_s)

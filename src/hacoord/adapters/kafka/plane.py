@@ -25,7 +25,7 @@ from typing import Any
 from hacoord.adapters.kafka.config import GroupConfig, Mode
 from hacoord.adapters.kafka.control import TopologyControl
 from hacoord.adapters.kafka.detect import Health, Verdict, judge
-from hacoord.adapters.kafka.errors import KafkaAdapterError
+from hacoord.adapters.kafka.errors import KafkaAdapterError, PromotePendingError
 from hacoord.adapters.kafka.keys import (
     NAMESPACE,
     decisions_key,
@@ -41,7 +41,8 @@ from hacoord.adapters.kafka.watchdog import DEFAULT_CANARY_TOPIC
 from hacoord.adapters.observations import observation_from_json, read_reports
 from hacoord.client.client import Client
 from hacoord.client.election import Leadership
-from hacoord.coord.commands import Delete
+from hacoord.coord.commands import Compare, CompareOp, Delete, Put, Range, Target, Txn
+from hacoord.coord.results import RangeResult, TxnResult
 from hacoord.workflow import (
     FencedOutError,
     Step,
@@ -420,10 +421,39 @@ async def request_promote(client: Client, config: GroupConfig, cluster: str) -> 
         raise KafkaAdapterError(
             f"{config.name}: promote needs mode 'primary' (the group is {config.mode})"
         )
+    key = promote_request_key(config.name)
     request_id = f"req-{time.time_ns():x}"
     body = {"id": request_id, "cluster": cluster, "at": time.time()}
-    await client.put(promote_request_key(config.name), json.dumps(body).encode())
-    return request_id
+    # Only one request waits at a time: a second one would silently replace the first,
+    # whose caller would then wait for an outcome that never comes.
+    created = await client.txn(
+        Txn(
+            compares=(Compare(key, Target.CREATE, CompareOp.EQUAL, 0),),
+            success=(Put(key, json.dumps(body).encode()),),
+            failure=(Range(key),),
+        )
+    )
+    if created.succeeded:
+        return request_id
+    pending = _pending_request(created)
+    if pending.get("cluster") == cluster and isinstance(pending.get("id"), str):
+        return str(pending["id"])  # the same request again: wait for the same outcome
+    raise PromotePendingError(
+        f"{config.name}: a promotion of {pending.get('cluster', '?')} "
+        f"({pending.get('id', '?')}) is still waiting for the control plane; "
+        "ask again once it is in the history"
+    )
+
+
+def _pending_request(result: TxnResult) -> dict[str, Any]:
+    for op in result.results:
+        if isinstance(op, RangeResult) and op.kvs:
+            try:
+                body = json.loads(op.kvs[0].value)
+            except ValueError:
+                return {}
+            return body if isinstance(body, dict) else {}
+    return {}
 
 
 def history(client: Client) -> WorkflowStore:
