@@ -18,6 +18,9 @@ Results and errors use the wire forms of :mod:`hacoord.coord.results`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 import msgpack
@@ -45,10 +48,37 @@ class CoordRoutes:
     def __init__(self, service: CoordinationService, members: dict[int, Member]) -> None:
         self.service = service
         self.members = members
+        self._closing = asyncio.Event()
 
     def routes(self) -> list[web.RouteDef]:
         """The routes to add to the member's application."""
         return [web.post(f"/v1/coord/{op}", self.handle) for op in OPS]
+
+    def end_long_polls(self) -> None:
+        """Answer every waiting watch now, and later ones at once, with 503.
+
+        The member is shutting down: its watchers resume on another member from their
+        ``next_revision`` instead of holding the shutdown up for their whole wait.
+        """
+        self._closing.set()
+
+    async def _unless_closing(self, op: Awaitable[Any]) -> tuple[bool, Any]:
+        """``(True, result)`` of ``op``, or ``(False, None)`` once long polls end."""
+        if self._closing.is_set():
+            return False, None
+        running = asyncio.ensure_future(op)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({running, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+        if running.cancelled():
+            return False, None
+        return True, running.result()
 
     def _not_leader(self, exc: NotLeaderError) -> web.Response:
         member = self.members.get(exc.leader)
@@ -67,7 +97,12 @@ class CoordRoutes:
                     body = msgpack.unpackb(data)
                 except Exception as exc:
                     raise InvalidCommandError(f"body is not valid msgpack: {exc}") from None
-            return pack(["ok", await run_op(self.service, op, body)])
+            if op != "watch":
+                return pack(["ok", await run_op(self.service, op, body)])
+            answered, result = await self._unless_closing(run_op(self.service, op, body))
+            if not answered:
+                return pack(["unavailable", "the member is shutting down"], 503)
+            return pack(["ok", result])
         except NotLeaderError as exc:
             return self._not_leader(exc)
         except InvalidCommandError as exc:

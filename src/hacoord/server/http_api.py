@@ -43,6 +43,7 @@ class HttpApi:
         self.service = service
         self.members = members
         self.membership = membership
+        self._coord_routes = CoordRoutes(service, members)
         self.app = web.Application(client_max_size=MAX_VALUE_BYTES + 4096)
         self.app.add_routes(
             [
@@ -55,7 +56,7 @@ class HttpApi:
                 web.delete("/v1/kv/{key}", self.kv_delete),
                 web.get("/members", self.members_list),
                 web.post("/members/{op}", self.members_change),
-                *CoordRoutes(service, members).routes(),
+                *self._coord_routes.routes(),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -67,7 +68,8 @@ class HttpApi:
         await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening; waiting watches are answered 503 at once (see ``end_long_polls``)."""
+        self._coord_routes.end_long_polls()
         if self._runner is not None:
             await self._runner.cleanup()
 
