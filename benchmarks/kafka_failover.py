@@ -23,11 +23,13 @@ on one), next to ids acknowledged twice.
 
 Separately: **throughput** of an :class:`HAProducer` against a plain
 ``AIOKafkaProducer(acks="all")`` on one cluster (same message size, the same number of
-concurrent senders each awaiting its send, the two alternated several times; goal: ratio
->= 0.9), and **consumer stall** in multi-primary mode: a steady stream into all three
-clusters, one broker SIGKILLed, and the longest gap between consecutive deliveries from the
-live clusters in the window after the kill, next to the same figure before it and the
-consumer's poll interval (goal: no gap longer than about one poll interval beyond the
+concurrent senders each awaiting its send, the two alternated several times; goal: ratio >=
+0.9), and of ``HAProducer.send_many`` against the plain producer's own batching (a batch of
+``send()`` calls, then each future awaited; the same batch size and senders), alternated
+with the other two, and **consumer stall** in multi-primary mode: a steady stream into all
+three clusters, one broker SIGKILLed, and the longest gap between consecutive deliveries
+from the live clusters in the window after the kill, next to the same figure before it and
+the consumer's poll interval (goal: no gap longer than about one poll interval beyond the
 normal gap). Two consumers are measured at once: one committing after every batch (as the
 example and the tests do) and one that never commits. The kill comes right after the
 committing one took records from the doomed cluster, before it commits them (a busy
@@ -340,9 +342,10 @@ async def record_topology(watcher: TopologyWatcher, changes: list[tuple[float, i
 
 
 async def _rate(
-    send: Callable[[], Awaitable[None]], concurrency: int, seconds: float
+    send: Callable[[], Awaitable[None]], concurrency: int, seconds: float, per_call: int = 1
 ) -> dict[str, float]:
-    """Messages/s of ``concurrency`` senders each awaiting ``send()`` for ``seconds``."""
+    """Messages/s of ``concurrency`` senders each awaiting ``send()`` (``per_call``
+    messages) for ``seconds``."""
     count = 0
     deadline = time.monotonic() + seconds
 
@@ -350,7 +353,7 @@ async def _rate(
         nonlocal count
         while time.monotonic() < deadline:
             await send()
-            count += 1
+            count += per_call
 
     cpu0, t0 = time.process_time(), time.monotonic()
     await asyncio.gather(*(sender() for _ in range(concurrency)))
@@ -387,22 +390,47 @@ async def throughput(
     async def plain_send() -> None:
         await plain.send_and_wait(physical, payload)
 
-    drivers = {"ha": ha_send, "plain": plain_send}
+    batch = [payload] * args.batch
+
+    async def ha_send_many() -> None:
+        await ha.send_many(THROUGHPUT_TOPIC, batch)
+
+    async def plain_send_batch() -> None:
+        futures = [await plain.send(physical, value) for value in batch]
+        for future in futures:
+            await future
+
+    drivers = {
+        "ha": ha_send,
+        "plain": plain_send,
+        "ha_many": ha_send_many,
+        "plain_batch": plain_send_batch,
+    }
+
+    async def rate(name: str, seconds: float) -> dict[str, float]:
+        if name.endswith(("_many", "_batch")):
+            return await _rate(drivers[name], args.batch_concurrency, seconds, args.batch)
+        return await _rate(drivers[name], args.concurrency, seconds)
+
     rounds: list[dict[str, Any]] = []
     try:
-        for send in drivers.values():  # warm-up: connections, metadata, JIT in the broker
-            await _rate(send, args.concurrency, args.warmup_s)
+        for name in drivers:  # warm-up: connections, metadata, JIT in the broker
+            await rate(name, args.warmup_s)
         for i in range(args.throughput_rounds):
-            order = ("ha", "plain") if i % 2 == 0 else ("plain", "ha")
+            order = list(drivers) if i % 2 == 0 else list(drivers)[::-1]
             for name in order:
-                run = await _rate(drivers[name], args.concurrency, args.throughput_s)
+                run = await rate(name, args.throughput_s)
                 rounds.append({"round": i, "producer": name, **run})
                 say(f"throughput round {i}: {name} {run['msgs_per_s']:.0f} msg/s")
     finally:
         await ha.close()
         await plain.stop()
-    ha_rate = statistics.median(r["msgs_per_s"] for r in rounds if r["producer"] == "ha")
-    plain_rate = statistics.median(r["msgs_per_s"] for r in rounds if r["producer"] == "plain")
+
+    def median(name: str) -> float:
+        return statistics.median(r["msgs_per_s"] for r in rounds if r["producer"] == name)
+
+    ha_rate, plain_rate = median("ha"), median("plain")
+    many_rate, batch_rate = median("ha_many"), median("plain_batch")
     return {
         "cluster": primary,
         "message_bytes": args.message_bytes,
@@ -413,6 +441,12 @@ async def throughput(
         "plain_msgs_per_s": round(plain_rate, 1),
         "ratio": round(ha_rate / plain_rate, 3) if plain_rate else 0.0,
         "goal_ratio": 0.9,
+        "batch": args.batch,
+        "batch_concurrency": args.batch_concurrency,
+        "ha_many_msgs_per_s": round(many_rate, 1),
+        "plain_batch_msgs_per_s": round(batch_rate, 1),
+        "batch_ratio": round(many_rate / batch_rate, 3) if batch_rate else 0.0,
+        "ha_many_to_plain_send_ratio": round(many_rate / plain_rate, 3) if plain_rate else 0.0,
         "rounds": rounds,
     }
 
@@ -892,14 +926,16 @@ def plot(report: dict[str, Any], raw: Raw, out: Path) -> list[str]:
     runs = report["throughput"]["rounds"]
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.bar(range(len(runs)), [r["msgs_per_s"] for r in runs],
-           color=["C0" if r["producer"] == "ha" else "C1" for r in runs])  # fmt: skip
+           color=[{"ha": "C0", "plain": "C1", "ha_many": "C2"}.get(r["producer"], "C3")
+                  for r in runs])  # fmt: skip
     ax.set_xticks(range(len(runs)), [f"{r['producer']}\nround {r['round']}" for r in runs],
                   fontsize=8)  # fmt: skip
     ax.set_ylabel("messages/s")
     tp = report["throughput"]
     ax.set_title(
         f"HAProducer vs AIOKafkaProducer(acks='all'), {tp['concurrency']} senders, "
-        f"{tp['message_bytes']} B: ratio {tp['ratio']:.2f}",
+        f"{tp['message_bytes']} B: ratio {tp['ratio']:.2f}; send_many vs plain batches of "
+        f"{tp['batch']}: {tp['batch_ratio']:.2f}",
         fontsize=10,
     )
     fig.tight_layout()
@@ -1032,6 +1068,9 @@ async def run(args: argparse.Namespace, base: Path, raw: Raw) -> dict[str, Any]:
                 "duplicate_copies"
             ],
             "throughput ratio HAProducer / plain (goal >= 0.9)": ratio,
+            "throughput ratio send_many / plain batches (goal >= 0.9)": throughput_report[
+                "batch_ratio"
+            ],
             "stall excess ms with commit (goal <= poll interval)": stall_report["with_commit"][
                 "excess_ms"
             ],
@@ -1063,6 +1102,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64, help="senders of the throughput runs")
     p.add_argument("--throughput-s", type=float, default=3.0, help="length of one throughput run")
     p.add_argument("--throughput-rounds", type=int, default=4, help="runs of each producer")
+    p.add_argument("--batch", type=int, default=100, help="messages per send_many / plain batch")
+    p.add_argument("--batch-concurrency", type=int, default=8, help="senders of the batch runs")
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--interval-s", type=float, default=0.3, help="probe and control interval")
     p.add_argument("--probe-timeout-s", type=float, default=1.0)

@@ -198,8 +198,14 @@ def test_kafka_failover_benchmark_quick_loses_nothing_and_measures_every_phase()
     assert delivery["consumed_unique"] >= sum(delivery["acknowledged"].values())
     assert delivery["consumed_copies"] == delivery["consumed_unique"] + delivery["duplicate_copies"]
     throughput = result["throughput"]
-    assert len(throughput["rounds"]) == 2 * throughput["runs_each"]
+    assert len(throughput["rounds"]) == 4 * throughput["runs_each"]
+    producers = {r["producer"] for r in throughput["rounds"]}
+    assert producers == {"ha", "plain", "ha_many", "plain_batch"}
     assert throughput["ha_msgs_per_s"] > 0 and throughput["plain_msgs_per_s"] > 0
+    assert throughput["ha_many_msgs_per_s"] > 0 and throughput["plain_batch_msgs_per_s"] > 0
+    assert throughput["batch_ratio"] == pytest.approx(
+        throughput["ha_many_msgs_per_s"] / throughput["plain_batch_msgs_per_s"], abs=0.001
+    )
     assert throughput["ratio"] == pytest.approx(
         throughput["ha_msgs_per_s"] / throughput["plain_msgs_per_s"], abs=0.001
     )

@@ -22,6 +22,7 @@ from hacoord.adapters.kafka import (
     Mode,
     NoClusterAvailableError,
     ProducerOptions,
+    SendResult,
     TopicMissingError,
     TopologyControl,
     TopologyWatcher,
@@ -266,6 +267,43 @@ async def _all_reading(consumer: HAConsumer) -> None:
         await asyncio.sleep(0.05)
 
 
+async def test_send_many_moves_a_failed_batch_and_loses_nothing(bed: KafkaTestBed) -> None:
+    config = group_of(bed)
+    await ensure_topics(config)
+    batches: list[list[SendResult]] = []
+    async with HAProducer(config, options=FAST) as producer:
+        for b in range(3):  # one batch per cluster (sends rotate over the clusters)
+            values = [f"a{b}-{i}".encode() for i in range(50)]
+            batches.append(await producer.send_many("events", values))
+        assert {r.cluster for batch in batches for r in batch} == {"k1", "k2", "k3"}
+        assert all(len({r.cluster for r in batch}) == 1 for batch in batches)
+        await bed["k1"].brokers[0].kill()
+        keys = [b"k"] * 50
+        after = [
+            await producer.send_many("events", [f"b{b}-{i}".encode() for i in range(50)], keys)
+            for b in range(3)
+        ]
+        # The batch that went to the dead cluster was sent again, message by message.
+        assert {r.cluster for batch in after for r in batch} <= {"k2", "k3"}
+        assert any(r.attempts == 2 for batch in after for r in batch)
+        assert producer.moved > 0
+        batches += after
+        with pytest.raises(ValueError, match="2 keys for 3 values"):
+            await producer.send_many("events", [b"x"] * 3, keys=[b"k"] * 2)
+        with pytest.raises(ValueError, match="needs a key or a value"):
+            await producer.send_many("events", [b"x", None])
+    ids = [r.message_id for batch in batches for r in batch]
+    assert len(set(ids)) == len(ids) == 300
+    got = Collected()
+    async with HAConsumer(config, "batches", options=POLL) as consumer:
+        task = asyncio.create_task(consume(consumer, got))
+        acked_live = {r.message_id for batch in batches for r in batch if r.cluster != "k1"}
+        await got.wait_for(lambda: acked_live <= set(got.by_id))
+        await bed["k1"].brokers[0].restart()
+        await got.wait_for(lambda: set(ids) <= set(got.by_id), timeout=90)
+        await stop(task)
+
+
 async def test_bad_input_gets_clear_errors(bed: KafkaTestBed) -> None:
     config = group_of(bed)
     with pytest.raises(
@@ -326,3 +364,13 @@ async def test_a_full_buffer_pushes_back_then_says_so(bed: KafkaTestBed) -> None
             bed["k1"].brokers[0].resume()
         result = await stuck
         assert result.cluster == "k1"
+    # Slots pass from finishing sends to waiting ones; a batch larger than the free room
+    # goes message by message; no slot is left taken.
+    roomy = ProducerOptions(attempt_timeout_s=5.0, max_pending=2, buffer_timeout_s=30.0)
+    async with HAProducer(config, options=roomy) as producer:
+        singles = [producer.send("events", f"s{i}".encode()) for i in range(20)]
+        batch = producer.send_many("events", [f"b{i}".encode() for i in range(5)])
+        *sent, batched = await asyncio.gather(*singles, batch)
+        assert len(sent) == 20 and len(batched) == 5
+        assert len({r.message_id for r in [*sent, *batched]}) == 25
+        assert producer.in_flight == 0 and producer.buffer_full == 0

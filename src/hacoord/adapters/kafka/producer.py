@@ -24,9 +24,10 @@ import contextlib
 import itertools
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -86,9 +87,8 @@ class ProducerOptions:
             raise ConfigError(f"producer: client_options may not set {sorted(bad)}")
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """Where a message was acknowledged."""
+class SendResult(NamedTuple):
+    """Where a message was acknowledged (a named tuple: it is made once per message)."""
 
     topic: str
     """The logical topic."""
@@ -216,7 +216,9 @@ class HAProducer:
         self.options = options or ProducerOptions()
         self.client_id = client_id
         self._links: dict[str, _Link] = {}
-        self._pending: asyncio.Semaphore | None = None
+        self._started = False
+        self._in_flight = 0
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._rotation = itertools.count()
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -245,7 +247,7 @@ class HAProducer:
             await topics.check_topics(
                 self.config, timeout=self.options.attempt_timeout_s, skip_unreachable=True
             )
-        self._pending = asyncio.Semaphore(self.options.max_pending)
+        self._started = True
         self._links = {
             c.name: _Link(c, f"{self.client_id}-{c.name}", self.options)
             for c in self.config.clusters
@@ -274,6 +276,11 @@ class HAProducer:
         """Per cluster: messages acknowledged, attempts failed, the last error."""
         return {name: link.stats for name, link in self._links.items()}
 
+    @property
+    def in_flight(self) -> int:
+        """Messages holding a slot of the bounded buffer (at most ``max_pending``)."""
+        return self._in_flight
+
     def new_message_id(self) -> bytes:
         """A fresh id, unique across producers (a random prefix and a counter)."""
         return f"{self._id_prefix}-{next(self._ids)}".encode()
@@ -290,31 +297,206 @@ class HAProducer:
 
         A message needs a ``key`` or a ``value`` (``ValueError`` otherwise).
         """
-        pending = self._pending
-        if self._closed or pending is None:
+        if self._closed or not self._started:
             raise ProducerClosedError(f"producer of group {self.config.name} is not started")
         physical = self.config.topic(topic).physical
         if value is None and key is None:
             raise ValueError(f"topic {topic!r}: a message needs a key or a value, got neither")
-        if pending.locked():
-            try:
-                async with asyncio.timeout(self.options.buffer_timeout_s):
-                    await pending.acquire()
-            except TimeoutError:
-                self.buffer_full += 1
-                raise BufferFullError(
-                    f"producer of group {self.config.name}: {self.options.max_pending} sends "
-                    f"in flight for {self.options.buffer_timeout_s:g} s"
-                ) from None
+        if self._in_flight < self.options.max_pending:
+            self._in_flight += 1
         else:
-            await pending.acquire()
+            await self._wait_for_room()  # a slot is handed over
         try:
             mid = message_id or self.new_message_id()
             own = (MESSAGE_ID_HEADER, mid)
             all_headers = [*headers, own] if headers else [own]
             return await self._deliver(topic, physical, value, key, all_headers, mid)
         finally:
-            pending.release()
+            self._release()
+
+    async def send_many(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        headers: Headers = (),
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Send a batch to the logical ``topic``; returns once every message is acknowledged.
+
+        The same guarantees as :meth:`send` for each message (its own id, at least once,
+        moved to another cluster on failure), at a fraction of the cost per message: the
+        batch goes to one cluster in one go, and only the messages that cluster failed are
+        sent again one by one. Returns the :class:`SendResult` of each message in order;
+        with ``return_exceptions`` a message that could not be sent has its exception in
+        its place instead of the first such exception being raised (after every message
+        has an outcome).
+        """
+        if self._closed or not self._started:
+            raise ProducerClosedError(f"producer of group {self.config.name} is not started")
+        physical = self.config.topic(topic).physical
+        count = len(values)
+        keys = keys if keys is not None else [None] * count
+        if len(keys) != count:
+            raise ValueError(f"topic {topic!r}: {len(keys)} keys for {count} values")
+        if any(v is None and k is None for v, k in zip(values, keys, strict=True)):
+            raise ValueError(f"topic {topic!r}: a message needs a key or a value, got neither")
+        if self._in_flight + count > self.options.max_pending:
+            # No room for the whole batch now: one send per message, each waiting for its
+            # own slot (a batch holding part of its slots while waiting could deadlock).
+            sends = (self.send(topic, v, k, headers) for v, k in zip(values, keys, strict=True))
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        else:
+            self._in_flight += count
+            try:
+                outcomes = await self._deliver_many(topic, physical, values, keys, headers)
+            finally:
+                for _ in range(count):
+                    self._release()
+        if not return_exceptions:
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        return outcomes
+
+    async def _deliver_many(
+        self,
+        topic: str,
+        physical: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None],
+        headers: Headers,
+    ) -> list[Any]:
+        count = len(values)
+        mids = [self.new_message_id() for _ in range(count)]
+        all_headers = [[*headers, (MESSAGE_ID_HEADER, mid)] for mid in mids]
+        outcomes: list[Any] = [None] * count
+        again: list[int] = list(range(count))
+        now = time.monotonic()
+        candidates = self._candidates(self.topology.current, now)
+        if candidates:
+            link = candidates[0]
+            again = await self._batch_attempt(
+                link, topic, physical, values, keys, all_headers, mids, outcomes,
+                now + self.options.attempt_timeout_s,
+            )  # fmt: skip
+        if again:
+            retried = await asyncio.gather(
+                *(
+                    self._deliver(topic, physical, values[i], keys[i], all_headers[i], mids[i])
+                    for i in again
+                ),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(again, retried, strict=True):
+                if isinstance(outcome, SendResult) and candidates:
+                    self.moved += 1
+                    outcome = outcome._replace(attempts=outcome.attempts + 1)
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _batch_attempt(
+        self,
+        link: _Link,
+        topic: str,
+        physical: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None],
+        headers: list[list[tuple[str, bytes]]],
+        mids: list[bytes],
+        outcomes: list[Any],
+        deadline: float,
+    ) -> list[int]:
+        """Send every message to ``link``'s cluster; fills ``outcomes``, returns the indexes
+        of the messages to send again (one by one, on any writable cluster)."""
+        sent: list[tuple[int, asyncio.Future[Any]]] = []
+        again: list[int] = []
+        error = ""
+        try:
+            producer = link.producer or await link.ready()
+        except ClusterUnreachableError as e:
+            link.failed(_describe(e, self.options.attempt_timeout_s))
+            return list(range(len(values)))
+        generation = link.generation
+        in_flight = link.in_flight
+        for i, (value, key) in enumerate(zip(values, keys, strict=True)):
+            if error:
+                again.append(i)
+                continue
+            try:
+                future = await producer.send(physical, value, key=key, headers=headers[i])
+            except MessageSizeTooLargeError as e:
+                outcomes[i] = MessageTooLargeError(topic, str(e))
+                continue
+            except (KafkaError, TimeoutError, OSError) as e:
+                error = _describe(e, self.options.attempt_timeout_s)
+                again.append(i)
+                continue
+            in_flight[future] = deadline
+            sent.append((i, future))
+        if link.generation != generation:  # abandoned while the batch was being handed over
+            for _, future in sent:
+                if not future.done():
+                    future.set_exception(_Abandoned())
+        acked = 0
+        try:
+            for i, future in sent:
+                try:
+                    metadata = await future
+                except _Abandoned:
+                    again.append(i)
+                    continue
+                except (KafkaError, TimeoutError, OSError) as e:
+                    error = error or _describe(e, self.options.attempt_timeout_s)
+                    again.append(i)
+                    continue
+                acked += 1
+                outcomes[i] = SendResult(
+                    topic, link.cluster.name, metadata.partition, metadata.offset, mids[i], 1
+                )
+        finally:
+            for _, future in sent:
+                in_flight.pop(future, None)
+        link.stats.acked += acked
+        if error:
+            link.failed(error)
+        elif acked:
+            link.failures_in_row = 0
+        again.sort()
+        return again
+
+    async def _wait_for_room(self) -> None:
+        """Until a finishing send hands over its slot; :class:`BufferFullError` after
+        ``buffer_timeout_s``. Slots pass in the order the sends began waiting."""
+        room = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(room)
+        try:
+            async with asyncio.timeout(self.options.buffer_timeout_s):
+                await room
+        except TimeoutError:
+            if room.done() and not room.cancelled():
+                return  # handed a slot just as the time ran out: use it
+            self.buffer_full += 1
+            raise BufferFullError(
+                f"producer of group {self.config.name}: {self.options.max_pending} sends "
+                f"in flight for {self.options.buffer_timeout_s:g} s"
+            ) from None
+        except BaseException:
+            if room.done() and not room.cancelled():
+                self._release()  # cancelled after it was handed a slot: pass it on
+            else:
+                room.cancel()
+            raise
+
+    def _release(self) -> None:
+        """Hand this send's slot to the first send still waiting, or free it."""
+        waiters = self._room_waiters
+        while waiters:
+            room = waiters.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
+        self._in_flight -= 1
 
     async def _deliver(
         self,
@@ -366,32 +548,6 @@ class HAProducer:
             await self.topology.newer_than(topology.version, min(remaining, self._next_retry()))
             now = time.monotonic()
 
-    def _candidates(self, topology: Topology, now: float) -> list[_Link]:
-        """Writable clusters not backing off, rotated so sends spread over them."""
-        cached, writable = self._writable
-        if cached is not topology:
-            writable = [self._links[n] for n in topology.writable() if n in self._links]
-            self._writable = (topology, writable)
-        ready = [link for link in writable if link.stats.skipped_until <= now]
-        if len(ready) > 1:
-            shift = next(self._rotation) % len(ready)
-            ready = ready[shift:] + ready[:shift]
-        return ready
-
-    def _next_retry(self) -> float:
-        """Seconds until the first backing-off cluster may be tried again."""
-        now = time.monotonic()
-        waits = [link.stats.skipped_until - now for link in self._links.values() if link.skipping]
-        return max(0.01, min(waits, default=self.options.backoff_s))
-
-    def _why_none(self, topology: Topology) -> dict[str, str]:
-        if not topology.writable():
-            return {
-                name: state.reason or ("not healthy" if not state.healthy else "drained")
-                for name, state in topology.clusters.items()
-            } or {"topology": f"v{topology.version} lists no writable cluster"}
-        return {n: self._links[n].stats.last_error or "backing off" for n in topology.writable()}
-
     async def _attempt(
         self,
         link: _Link,
@@ -423,6 +579,32 @@ class HAProducer:
             return await future
         finally:
             del in_flight[future]
+
+    def _candidates(self, topology: Topology, now: float) -> list[_Link]:
+        """Writable clusters not backing off, rotated so sends spread over them."""
+        cached, writable = self._writable
+        if cached is not topology:
+            writable = [self._links[n] for n in topology.writable() if n in self._links]
+            self._writable = (topology, writable)
+        ready = [link for link in writable if link.stats.skipped_until <= now]
+        if len(ready) > 1:
+            shift = next(self._rotation) % len(ready)
+            ready = ready[shift:] + ready[:shift]
+        return ready
+
+    def _next_retry(self) -> float:
+        """Seconds until the first backing-off cluster may be tried again."""
+        now = time.monotonic()
+        waits = [link.stats.skipped_until - now for link in self._links.values() if link.skipping]
+        return max(0.01, min(waits, default=self.options.backoff_s))
+
+    def _why_none(self, topology: Topology) -> dict[str, str]:
+        if not topology.writable():
+            return {
+                name: state.reason or ("not healthy" if not state.healthy else "drained")
+                for name, state in topology.clusters.items()
+            } or {"topology": f"v{topology.version} lists no writable cluster"}
+        return {n: self._links[n].stats.last_error or "backing off" for n in topology.writable()}
 
     async def _expire_attempts(self) -> None:
         """Fail the attempts past their deadline, a few times per attempt timeout."""
