@@ -6,10 +6,13 @@ import argparse
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hacoord.cli_support import adapter_config
+from hacoord.cli_support import adapter_config, print_history
 from hacoord.client import Client
+
+if TYPE_CHECKING:  # annotations only: `hacoord` starts without the workflow engine
+    from hacoord.workflow import WorkflowRecord
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -86,17 +89,14 @@ async def _pause(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _history(client: Client, args: argparse.Namespace) -> int:
-    for record in await _adapter(client, args).store().history(limit=args.limit):
-        if args.json:
-            print(record.to_json().decode())
-            continue
-        steps = ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in record.steps)
-        print(
+    def line(record: WorkflowRecord, steps: str) -> str:
+        return (
             f"{record.id}  {record.params.get('member')} ({record.params.get('why')})  "
             f"{record.status}  token {record.token}  {steps}"
         )
-        if record.error:
-            print(f"    failed at {record.failed_step}: {record.error}")
+
+    records = await _adapter(client, args).store().history(limit=args.limit)
+    print_history(records, args.json, line, steps_in_seconds=True)
     return 0
 
 

@@ -9,10 +9,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hacoord.cli_support import adapter_config
+from hacoord.cli_support import adapter_config, print_history
 from hacoord.client import Client
+
+if TYPE_CHECKING:  # annotations only: `hacoord` starts without the workflow engine
+    from hacoord.workflow import WorkflowRecord
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -106,20 +109,17 @@ async def _promote(client: Client, args: argparse.Namespace) -> int:
 async def _history(client: Client, args: argparse.Namespace) -> int:
     from hacoord.adapters.kafka.plane import history
 
-    for record in await history(client).history(_config(args).group.name, args.limit):
-        if args.json:
-            print(record.to_json().decode())
-            continue
+    def line(record: WorkflowRecord, steps: str) -> str:
         params = record.params
         what = params.get("cluster") or ",".join(params.get("clusters", ()))
         how = "automatic" if params.get("automatic", True) else "operator"
-        steps = ", ".join(f"{s.name} {s.duration_s * 1000:.0f}ms" for s in record.steps)
-        print(
+        return (
             f"{record.id}  {record.kind} {what} ({how}: {params.get('reason', '')})  "
             f"{record.status}  token {record.token}  {steps}"
         )
-        if record.error:
-            print(f"    failed at {record.failed_step}: {record.error}")
+
+    records = await history(client).history(_config(args).group.name, args.limit)
+    print_history(records, args.json, line)
     return 0
 
 

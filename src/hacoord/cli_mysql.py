@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hacoord.cli_support import adapter_config
+from hacoord.cli_support import adapter_config, print_history
 from hacoord.client import Client
 
 
@@ -95,14 +95,10 @@ async def _history(client: Client, args: argparse.Namespace) -> int:
     from hacoord.adapters.mysql.adapter import NAMESPACE
     from hacoord.workflow import WorkflowStore
 
-    for record in await WorkflowStore(client, NAMESPACE).history(args.cluster, args.limit):
-        if args.json:
-            print(record.to_json().decode())
-            continue
-        steps = ", ".join(f"{s.name} {s.duration_s * 1000:.0f}ms" for s in record.steps)
-        print(f"{record.id}  {record.status}  token {record.token}  {steps}")
-        if record.error:
-            print(f"    failed at {record.failed_step}: {record.error}")
+    records = await WorkflowStore(client, NAMESPACE).history(args.cluster, args.limit)
+    print_history(
+        records, args.json, lambda r, steps: f"{r.id}  {r.status}  token {r.token}  {steps}"
+    )
     return 0
 
 

@@ -3,11 +3,12 @@ coordinator member it embeds."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import json
 import tomllib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ async def embedded_member(member_config: Path) -> AsyncIterator[tuple[Client, st
     finally:
         await client.close()
         await member.stop()
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel a daemon's background tasks and wait for each; how one ended is not asked."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:

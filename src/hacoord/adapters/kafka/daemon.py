@@ -14,7 +14,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from hacoord.adapters.daemon_support import embedded_member
+from hacoord.adapters.daemon_support import embedded_member, stop_tasks
 from hacoord.adapters.kafka.config import GroupConfig
 from hacoord.adapters.kafka.daemon_config import (
     KafkaDaemonConfig,
@@ -97,11 +97,7 @@ class KafkaDaemon:
 
     async def stop(self) -> None:
         """Stop everything (the control plane resigns, the watchdog's lease is revoked)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks = []
         if self.proxy is not None and self.proxy_serving.is_set():
             await self.proxy.close()

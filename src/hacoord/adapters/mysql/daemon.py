@@ -9,12 +9,11 @@ process that is a Raft member, a monitor and an orchestrator candidate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from hacoord.adapters.daemon_support import embedded_member
+from hacoord.adapters.daemon_support import embedded_member, stop_tasks
 from hacoord.adapters.mysql.adapter import MySQLAdapter
 from hacoord.adapters.mysql.daemon_config import DaemonConfig, load_daemon_config
 from hacoord.adapters.mysql.http_api import MySQLHttpApi
@@ -63,11 +62,7 @@ class MySQLDaemon:
 
     async def stop(self) -> None:
         """Stop everything (the orchestrator resigns, leases are revoked)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks = []
         await self.http.close()
 
