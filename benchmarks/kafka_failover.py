@@ -67,6 +67,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 import hacoord
+from benchmarks.latency import latency_ms
 from hacoord.adapters.kafka import (
     MESSAGE_ID_HEADER,
     ConsumerOptions,
@@ -103,19 +104,6 @@ started = time.monotonic()
 def say(line: str) -> None:
     """Progress on stderr, stamped with the seconds since the start."""
     print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    """p50/p99/max in milliseconds of ``values`` (seconds); ``{}`` when there are none."""
-    ordered = sorted(values)
-    if not ordered:
-        return {}
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p99_ms": round(p99 * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
-    }
 
 
 async def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -599,9 +587,10 @@ async def failover(
     keys.append("first_ack_proxy")
     report: dict[str, Any] = {"kills": len(samples)}
     for key in keys:
-        report[key] = _stats([s[f"{key}_s"] for s in samples])
-    report["restart"] = _stats([s["restart_s"] for s in samples])
-    report["readmitted_after_restart"] = _stats([s["readmitted_after_restart_s"] for s in samples])
+        report[key] = latency_ms([s[f"{key}_s"] for s in samples])
+    report["restart"] = latency_ms([s["restart_s"] for s in samples])
+    readmitted = [s["readmitted_after_restart_s"] for s in samples]
+    report["readmitted_after_restart"] = latency_ms(readmitted)
     report["samples"] = samples
     return report
 

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,23 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import hacoord
+from benchmarks.latency import latency_ms
 from hacoord.adapters.mysql.adapter import FAILOVER, NAMESPACE
 from hacoord.adapters.mysql.local_site import RECORD, ZONE, LocalSite, SiteTimings
 from hacoord.adapters.mysql.primary import PrimaryRecord, read_primary, watch_primary
 from hacoord.client import Client
 from hacoord.workflow import WorkflowStore
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {}
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p99_ms": round(p99 * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
-    }
 
 
 class Writer:
@@ -171,9 +159,9 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             "block_period_s": args.block_period_s,
             "semi_sync": "AFTER_SYNC",
         },
-        "detection": _stats(samples["detection"]),
-        "new_primary_writable": _stats(samples["writable"]),
-        "dns_answers_new_primary": _stats(samples["dns"]),
+        "detection": latency_ms(samples["detection"]),
+        "new_primary_writable": latency_ms(samples["writable"]),
+        "dns_answers_new_primary": latency_ms(samples["dns"]),
         "acknowledged_writes": acked_total,
         "acknowledged_writes_lost": lost_total,
         "samples_s": {k: [round(v, 3) for v in vs] for k, vs in samples.items()},
