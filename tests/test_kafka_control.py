@@ -86,10 +86,7 @@ class Group:
     async def topology(
         self, predicate: Callable[[Topology], bool], timeout: float = 60
     ) -> Topology:
-        async with asyncio.timeout(timeout):
-            while not predicate(self.watcher.current):
-                await self.watcher.newer_than(self.watcher.current.version, timeout)
-        return self.watcher.current
+        return await self.watcher.wait_for(predicate, timeout)
 
     async def records(self) -> list[WorkflowRecord]:
         return list(reversed(await history(self.client).history(self.config.name)))

@@ -340,10 +340,7 @@ class Deployment:
     async def topology(
         self, predicate: Callable[[Topology], bool], timeout: float = 60
     ) -> Topology:
-        async with asyncio.timeout(timeout):
-            while not predicate(self.watcher.current):
-                await self.watcher.newer_than(self.watcher.current.version, timeout)
-        return self.watcher.current
+        return await self.watcher.wait_for(predicate, timeout)
 
     async def get(self, path: str, member: str = "m1") -> tuple[int, Any]:
         async with self.http.get(self.url(path, member)) as r:
@@ -732,6 +729,4 @@ async def drive_the_cli(watcher: TopologyWatcher, endpoints: list[str], path: Pa
 
 
 async def until_topology(watcher: TopologyWatcher, predicate: Callable[[Topology], bool]) -> None:
-    async with asyncio.timeout(60):
-        while not predicate(watcher.current):
-            await watcher.newer_than(watcher.current.version, 60)
+    await watcher.wait_for(predicate, 60)

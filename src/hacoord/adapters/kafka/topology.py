@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -304,6 +304,17 @@ class TopologyWatcher:
             async with asyncio.timeout(timeout), self._changed:
                 await self._changed.wait_for(newer)
         return newer()
+
+    async def wait_for(self, predicate: Callable[[Topology], bool], timeout: float) -> Topology:
+        """The adopted topology once ``predicate`` holds for it (at once if it does now);
+        ``TimeoutError`` after ``timeout`` seconds."""
+
+        def holds() -> bool:
+            return self._current is not None and predicate(self._current)
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(holds)
+        return self.current
 
     async def _follow(self) -> None:
         key = topology_key(self.group)
