@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from collections.abc import Iterator
+
+from sortedcontainers import SortedList
 
 from hacoord.coord.errors import CompactedError
 from hacoord.coord.results import Event, EventType, KeyValue
@@ -40,7 +41,8 @@ class KeyStore:
             raise ValueError(f"history must be >= 1, got {history}")
         self.history_limit = history
         self.keys: dict[str, KeyValue] = {}
-        self._order: list[str] = []
+        self._order: SortedList = SortedList()
+        """The keys in order, for prefix ranges (inserts and deletes in O(log n))."""
         self.revision = 0
         """Revision of the last change (0 before the first)."""
         self.events: deque[Event] = deque()
@@ -66,10 +68,10 @@ class KeyStore:
         return out, False
 
     def _keys_with_prefix(self, prefix: str) -> Iterator[str]:
-        start = bisect.bisect_left(self._order, prefix)
-        end_key = prefix_end(prefix)
-        end = len(self._order) if end_key is None else bisect.bisect_left(self._order, end_key)
-        return iter(self._order[start:end])
+        keys: Iterator[str] = self._order.irange(
+            prefix, prefix_end(prefix), inclusive=(True, False)
+        )
+        return keys
 
     def events_since(self, revision: int, key: str = "", prefix: bool = True) -> list[Event]:
         """Changes at ``revision`` or later to ``key`` (or under it when ``prefix``).
@@ -96,7 +98,7 @@ class KeyStore:
         prev = self.keys.get(key)
         if prev is None:
             kv = KeyValue(key, value, revision, revision, 1, lease)
-            bisect.insort(self._order, key)
+            self._order.add(key)
         else:
             kv = KeyValue(key, value, prev.create_revision, revision, prev.version + 1, lease)
         self.keys[key] = kv
@@ -109,7 +111,7 @@ class KeyStore:
         gone = []
         for k in doomed:
             prev = self.keys.pop(k)
-            self._order.pop(bisect.bisect_left(self._order, k))
+            self._order.remove(k)
             tomb = KeyValue(k, b"", 0, revision, 0, 0)
             self._record(Event(EventType.DELETE, tomb, prev), revision)
             gone.append(prev)
@@ -130,7 +132,7 @@ class KeyStore:
     ) -> None:
         """Replace everything with a snapshot's content."""
         self.keys = {kv.key: kv for kv in keys}
-        self._order = sorted(self.keys)
+        self._order = SortedList(self.keys)
         self.events = deque(events)
         self.revision = revision
         self.compacted = compacted
