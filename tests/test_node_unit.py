@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -185,5 +186,80 @@ async def test_committed_entries_are_answered_while_the_next_batch_is_written(
             gate.set()
         assert await second == 2
         assert sm.items == [b"a", b"b"]
+    finally:
+        await node.stop()
+
+
+class SlowSnapshotLog(Log):
+    """Serializes its snapshots on the node's thread only once the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serializing = threading.Event()
+        self.go_on = threading.Event()
+
+    def capture(self) -> Callable[[], bytes]:
+        view = list(self.items)
+
+        def serialize() -> bytes:
+            self.serializing.set()
+            assert self.go_on.wait(10), "the test never let the snapshot finish"
+            return b"\n".join(view)
+
+        return serialize
+
+
+async def test_a_snapshot_is_serialized_while_the_member_goes_on_committing(
+    tmp_path: Path,
+) -> None:
+    sm = SlowSnapshotLog()
+    node = _node(tmp_path, sm, snapshot_entries=5)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        for i in range(5):
+            await node.propose(b"v%d" % i)
+        assert await asyncio.to_thread(sm.serializing.wait, 10)
+        for i in range(5, 20):  # commit and apply while the snapshot is held up
+            await node.propose(b"v%d" % i)
+        assert node.metrics.snapshots == 0
+        assert node.core.log.snapshot_index == 0
+        sm.go_on.set()
+        # The first snapshot (at 5) lands; the next one starts at once, the log having
+        # grown past the interval meanwhile.
+        await node.wait_compacted(20, timeout=5)
+        assert node.metrics.snapshots >= 2
+    finally:
+        sm.go_on.set()
+        await node.stop()
+    again = SlowSnapshotLog()
+    again.go_on.set()
+    node = _node(tmp_path, again, snapshot_entries=5)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        await node.read_index()
+        assert again.items == [b"v%d" % i for i in range(20)]
+    finally:
+        await node.stop()
+
+
+async def test_a_failed_snapshot_stops_the_member_with_the_reason(tmp_path: Path) -> None:
+    class Broken(Log):
+        def capture(self) -> Callable[[], bytes]:
+            def serialize() -> bytes:
+                raise OSError("disk on fire")
+
+            return serialize
+
+    node = _node(tmp_path, Broken(), snapshot_entries=2)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        await node.propose(b"a")
+        with pytest.raises(RaftError):
+            await node.propose(b"b")
+            await node.propose(b"c")
+        assert isinstance(node.fatal, OSError)
     finally:
         await node.stop()

@@ -7,8 +7,9 @@ plain msgpack-friendly form (:func:`result_to_wire` / :func:`result_from_wire`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hacoord.coord.errors import (
     CoordError,
@@ -18,9 +19,12 @@ from hacoord.coord.errors import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One key as stored: its value and the revisions that describe its history."""
+class KeyValue(NamedTuple):
+    """One key as stored: its value and the revisions that describe its history.
+
+    A named tuple: one is made on every write (at a third of a frozen dataclass's
+    cost) and snapshots pack it as it is.
+    """
 
     key: str
     value: bytes
@@ -39,8 +43,7 @@ class EventType(enum.IntEnum):
     DELETE = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One change to one key, as seen by watches."""
 
     type: EventType
@@ -128,19 +131,19 @@ Result = (
 
 def kv_to_wire(kv: KeyValue) -> list[Any]:
     """Plain form of a :class:`KeyValue`."""
-    return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease]
+    return list(kv)
 
 
-def kv_from_wire(items: list[Any]) -> KeyValue:
-    """Inverse of :func:`kv_to_wire`."""
-    return KeyValue(*items)
+def kv_from_wire(items: Sequence[Any]) -> KeyValue:
+    """Inverse of :func:`kv_to_wire` (a list or a tuple of the six fields)."""
+    return KeyValue._make(items)
 
 
 def _opt_kv(kv: KeyValue | None) -> list[Any] | None:
     return None if kv is None else kv_to_wire(kv)
 
 
-def _opt_kv_back(items: list[Any] | None) -> KeyValue | None:
+def _opt_kv_back(items: Sequence[Any] | None) -> KeyValue | None:
     return None if items is None else kv_from_wire(items)
 
 
@@ -149,7 +152,7 @@ def event_to_wire(event: Event) -> list[Any]:
     return [int(event.type), kv_to_wire(event.kv), _opt_kv(event.prev)]
 
 
-def event_from_wire(items: list[Any]) -> Event:
+def event_from_wire(items: Sequence[Any]) -> Event:
     """Inverse of :func:`event_to_wire`."""
     return Event(EventType(items[0]), kv_from_wire(items[1]), _opt_kv_back(items[2]))
 

@@ -9,6 +9,8 @@ its fencing token. Applying is deterministic; a refused command raises a
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -47,9 +49,6 @@ from hacoord.coord.results import (
     error_from_wire,
     error_to_wire,
     event_from_wire,
-    event_to_wire,
-    kv_from_wire,
-    kv_to_wire,
     result_from_wire,
     result_to_wire,
 )
@@ -223,29 +222,25 @@ class CoordStateMachine:
 
     def snapshot(self) -> bytes:
         """Everything, including recent history and client sessions."""
+        return self.capture()()
+
+    def capture(self) -> Callable[[], bytes]:
+        """A view of the state now and a function serializing it (see
+        :class:`~hacoord.raft.node.SnapshotsInBackground`): keys and events are
+        immutable, so the view copies only the containers that go on changing."""
         store = self.store
-        events = [event_to_wire(e) for e in store.events]
+        header = [SNAPSHOT_FORMAT, self.applied, store.revision, store.compacted]
+        keys = list(store.keys.values())
+        events = list(store.events)
         leases = [
-            [lease.id, lease.ttl_ms, lease.remaining_ms, sorted(lease.keys)]
+            [lease.id, lease.ttl_ms, lease.remaining_ms, list(lease.keys)]
             for lease in self.leases.leases.values()
         ]
         clients = [
-            [cid, rec.floor, [[seq, o] for seq, o in rec.outcomes.items()]]
+            [cid, rec.floor, list(rec.outcomes.items())]
             for cid, rec in self.clients.clients.items()
         ]
-        out: bytes = msgpack.packb(
-            [
-                SNAPSHOT_FORMAT,
-                self.applied,
-                store.revision,
-                store.compacted,
-                [kv_to_wire(kv) for kv in store.keys.values()],
-                events,
-                leases,
-                clients,
-            ]
-        )
-        return out
+        return functools.partial(_pack_snapshot, header, keys, events, leases, clients)
 
     def restore(self, data: bytes) -> None:
         """Replace all state with a snapshot's (empty bytes: the initial state)."""
@@ -255,16 +250,16 @@ class CoordStateMachine:
             self.clients.clients.clear()
             self.applied = 0
             return
-        items = msgpack.unpackb(data)
-        if not isinstance(items, list) or not items or items[0] != SNAPSHOT_FORMAT:
-            found = items[0] if isinstance(items, list) and items else items
+        items = msgpack.unpackb(data, use_list=False)
+        if not isinstance(items, tuple) or not items or items[0] != SNAPSHOT_FORMAT:
+            found = items[0] if isinstance(items, tuple) and items else items
             raise ValueError(
                 f"coordination snapshot format {found!r} is not {SNAPSHOT_FORMAT}; "
                 "this snapshot was written by an incompatible hacoord version"
             )
         _, applied, revision, compacted, keys, events, leases, clients = items
         self.store.restore(
-            [kv_from_wire(kv) for kv in keys],
+            list(map(KeyValue._make, keys)),
             [event_from_wire(e) for e in events],
             revision,
             compacted,
@@ -276,5 +271,32 @@ class CoordStateMachine:
             lease.keys = set(lease_keys)
         self.clients.clients.clear()
         for cid, floor, outcomes in clients:
-            self.clients.clients[cid] = ClientRecord(floor, {seq: o for seq, o in outcomes})
+            self.clients.clients[cid] = ClientRecord(floor, {seq: list(o) for seq, o in outcomes})
         self.applied = applied
+
+
+def _pack_snapshot(
+    header: list[Any],
+    keys: list[KeyValue],
+    events: list[Event],
+    leases: list[list[Any]],
+    clients: list[list[Any]],
+) -> bytes:
+    """The snapshot bytes of a captured view (one msgpack array, as ``packb`` of the
+    whole list would give). Keys are packed one per call, so that a thread running
+    this lets the event loop run in between instead of holding the GIL throughout."""
+    packer = msgpack.Packer(autoreset=False)
+    packer.pack_array_header(len(header) + 4)
+    for item in header:
+        packer.pack(item)
+    packer.pack_array_header(len(keys))
+    pack = packer.pack
+    for kv in keys:
+        pack(kv)
+    packer.pack(events)
+    for lease in leases:
+        lease[3].sort()
+    packer.pack(leases)
+    packer.pack(clients)
+    out: bytes = packer.bytes()
+    return out

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hacoord.raft.config import CoreConfig
 from hacoord.raft.core import RaftCore
@@ -71,6 +71,21 @@ class StateMachine(Protocol):
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot."""
+
+
+@runtime_checkable
+class SnapshotsInBackground(Protocol):
+    """A state machine whose snapshots are serialized on a thread, off the event loop.
+
+    A node snapshots such a state machine by calling :meth:`capture` on the event loop
+    and running what it returns on a thread, so a large state does not hold up
+    heartbeats and replication for the time it takes to serialize.
+    """
+
+    def capture(self) -> Callable[[], bytes]:
+        """Take a consistent view of the state now, cheaply; return a function that
+        serializes that view (the bytes ``snapshot()`` would have returned) and is safe
+        to run on another thread while the state goes on changing."""
 
 
 class Transport(Protocol):
@@ -167,6 +182,9 @@ class NodeMetrics:
         self.applied_entries = 0
         self.batches = 0
         self.snapshots = 0
+        self.snapshot_seconds = 0.0
+        """Time the last snapshot took, from capture to the log compacted."""
+        self.snapshot_bytes = 0
 
     def render(self, node: RaftNode) -> str:
         """The Prometheus text exposition for ``node``."""
@@ -189,6 +207,12 @@ class NodeMetrics:
         )
         lines += counter("hacoord_ready_batches_total", "Ready batches handled.", self.batches)
         lines += counter("hacoord_snapshots_total", "Snapshots taken.", self.snapshots)
+        lines += gauge(
+            "hacoord_snapshot_seconds",
+            "Time the last snapshot took (serializing, writing, compacting).",
+            self.snapshot_seconds,
+        )
+        lines += gauge("hacoord_snapshot_bytes", "Size of the last snapshot.", self.snapshot_bytes)
         for hist in (self.commit_latency, self.fsync_latency, self.peer_rtt):
             lines += list(hist.render())
         return "\n".join(lines) + "\n"
@@ -242,6 +266,7 @@ class RaftNode:
         self._assembler = SnapshotAssembler()
         self._snapshot_sender = SnapshotSender(config.snapshot_chunk_bytes)
         self._tasks: list[asyncio.Task[None]] = []
+        self._snapshotting: asyncio.Task[None] | None = None
         self._stopping = False
         self._waiters: list[asyncio.Event] = []
         self.last_role = Role.FOLLOWER
@@ -268,9 +293,10 @@ class RaftNode:
         if transfer and self.is_leader and len(self.config.voters) > 1:
             await self._transfer_before_stop()
         self._stopping = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._snapshotting] if self._snapshotting else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.transport.close()
@@ -437,6 +463,16 @@ class RaftNode:
 
         async with asyncio.timeout(timeout):
             await until_applied()
+
+    async def wait_compacted(self, index: int, timeout: float) -> None:
+        """Wait until a snapshot of this member covers ``index`` (its log starts after)."""
+
+        async def until_compacted() -> None:
+            while self.core.log.snapshot_index < index:
+                await self._changed()
+
+        async with asyncio.timeout(timeout):
+            await until_compacted()
 
     async def wait_for_leader(self, timeout: float) -> NodeId:
         """Wait until some leader is known; returns its id."""
@@ -630,7 +666,7 @@ class RaftNode:
             self._on_soft_state_change()
         else:
             self._notify_waiters()  # wake waiters on applied/commit progress
-        await self._maybe_snapshot()
+        self._maybe_snapshot()
 
     def _send_all(self, msgs: list[Message]) -> None:
         for m in msgs:
@@ -749,18 +785,50 @@ class RaftNode:
                 fut.set_exception(NotLeaderError(self.id, 0))
                 self._reads.pop(ctx, None)
 
-    async def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot once enough entries were applied since the last one; it runs
+        beside the ready loop, which goes on replicating and applying meanwhile."""
         core = self.core
         applied = core.log.applied
+        if self._snapshotting is not None or self._stopping or self.fatal is not None:
+            return
         if applied - core.log.snapshot_index < self.config.snapshot_entries:
             return
         term = core.log.term(applied)
         if term is None:
             return
-        snap = Snapshot(SnapshotMeta(applied, term, core.conf), self.sm.snapshot())
-        await self._writer.compact(snap)
-        core.compact(snap)
-        self.metrics.snapshots += 1
+        meta = SnapshotMeta(applied, term, core.conf)
+        self._snapshotting = asyncio.create_task(
+            self._snapshot(meta), name=f"hacoord-snapshot-{self.id}"
+        )
+
+    async def _snapshot(self, meta: SnapshotMeta) -> None:
+        started = time.perf_counter()
+        try:
+            if isinstance(self.sm, SnapshotsInBackground):
+                data = await asyncio.to_thread(self.sm.capture())
+            else:
+                data = self.sm.snapshot()
+            # A snapshot installed from the leader meanwhile already covers this one.
+            if meta.index > self.core.log.snapshot_index:
+                snap = Snapshot(meta, data)
+                await self._writer.compact(snap)
+                self.core.compact(snap)
+                self.metrics.snapshots += 1
+                self.metrics.snapshot_seconds = time.perf_counter() - started
+                self.metrics.snapshot_bytes = len(data)
+                self._notify_waiters()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.fatal = exc
+            log.exception("node %d: snapshot failed; the member stops serving", self.id)
+            for task in self._tasks:
+                task.cancel()
+            self._fail_all(RaftError(f"node {self.id} failed: {exc}"))
+        finally:
+            self._snapshotting = None
+        self._maybe_snapshot()  # the log may have grown past the interval again
 
     def _fail_all(self, exc: BaseException) -> None:
         for _, p in self._inflight.values():

@@ -42,11 +42,16 @@ class ServerStateMachine(CoordStateMachine):
             hook(entry, result)
         return result
 
-    def snapshot(self) -> bytes:
-        """The coordination snapshot and the address book."""
+    def capture(self) -> Callable[[], bytes]:
+        """The coordination snapshot's view, serialized with the address book."""
+        coord = super().capture()
         book = [[m, *a] for m, a in sorted(self.addresses.items())]
-        out: bytes = msgpack.packb([super().snapshot(), book])
-        return out
+
+        def serialize() -> bytes:
+            out: bytes = msgpack.packb([coord(), book])
+            return out
+
+        return serialize
 
     def restore(self, data: bytes) -> None:
         """Replace everything with a snapshot's content (empty: the initial state)."""
