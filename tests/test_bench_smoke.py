@@ -102,6 +102,20 @@ def test_storage_benchmark_reports_every_entry_size_and_batch() -> None:
 
 
 @pytest.mark.timeout(300)
+def test_memory_benchmark_holds_and_reopens_every_key() -> None:
+    result = _run_benchmark("memory", "--keys", "20000", "--leases", "200", timeout=120)
+    assert (result["keys"], result["leases"], result["keys_after_restart"]) == (20000, 200, 20000)
+    key_bytes = len("/bench/keys/0000000000")
+    assert result["raw_bytes"] == 20000 * (key_bytes + 64)
+    assert result["rss_loaded_bytes"] > result["rss_empty_bytes"]
+    assert result["rss_ratio"] == pytest.approx(
+        (result["rss_loaded_bytes"] - result["rss_empty_bytes"]) / result["raw_bytes"], abs=0.01
+    )
+    assert result["snapshot_bytes"] > result["raw_bytes"]  # every key and value is in it
+    for figure in ("snapshot_s", "serialize_on_loop_s", "restore_s", "restart_s"):
+        assert result[figure] > 0, figure
+
+
 def test_mysql_failover_benchmark_loses_no_acknowledged_write() -> None:
     _need_site_services()
     result = _run_benchmark("mysql_failover", "--kills", "1", timeout=270)

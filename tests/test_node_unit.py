@@ -263,3 +263,23 @@ async def test_a_failed_snapshot_stops_the_member_with_the_reason(tmp_path: Path
         assert isinstance(node.fatal, OSError)
     finally:
         await node.stop()
+
+
+async def test_take_snapshot_compacts_the_log_to_what_was_applied(tmp_path: Path) -> None:
+    node = _node(tmp_path, Log(), snapshot_entries=1_000)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        for i in range(7):
+            await node.propose(b"v%d" % i)
+        applied = node.core.log.last_index()
+        await node.wait_applied(applied, timeout=5)
+        assert node.core.log.snapshot_index == 0
+        assert await node.take_snapshot() == applied
+        assert node.core.log.snapshot_index == applied
+        assert node.metrics.snapshots == 1
+        assert node.metrics.snapshot_bytes == len(b"\n".join(b"v%d" % i for i in range(7)))
+        assert await node.take_snapshot() == applied  # nothing new: no second snapshot
+        assert node.metrics.snapshots == 1
+    finally:
+        await node.stop()

@@ -789,11 +789,14 @@ class RaftNode:
         """Start a snapshot once enough entries were applied since the last one; it runs
         beside the ready loop, which goes on replicating and applying meanwhile."""
         core = self.core
-        applied = core.log.applied
         if self._snapshotting is not None or self._stopping or self.fatal is not None:
             return
-        if applied - core.log.snapshot_index < self.config.snapshot_entries:
-            return
+        if core.log.applied - core.log.snapshot_index >= self.config.snapshot_entries:
+            self._start_snapshot()
+
+    def _start_snapshot(self) -> None:
+        core = self.core
+        applied = core.log.applied
         term = core.log.term(applied)
         if term is None:
             return
@@ -801,6 +804,25 @@ class RaftNode:
         self._snapshotting = asyncio.create_task(
             self._snapshot(meta), name=f"hacoord-snapshot-{self.id}"
         )
+
+    async def take_snapshot(self) -> int:
+        """Snapshot what this member has applied and compact its log, now (after a
+        snapshot already running); returns the index the member's snapshot covers.
+
+        Members snapshot on their own every ``snapshot_entries`` entries; this is for
+        operators and tools (a short log before a planned restart, measuring).
+        """
+        while self._snapshotting is not None:
+            await asyncio.shield(self._snapshotting)
+        if self.fatal is not None or self._stopping:
+            raise RaftError(f"node {self.id} is not serving")
+        if self.core.log.applied > self.core.log.snapshot_index:
+            self._start_snapshot()
+            while self._snapshotting is not None:
+                await asyncio.shield(self._snapshotting)
+        if self.fatal is not None:
+            raise RaftError(f"node {self.id} failed: {self.fatal}")
+        return self.core.log.snapshot_index
 
     async def _snapshot(self, meta: SnapshotMeta) -> None:
         started = time.perf_counter()
