@@ -11,6 +11,7 @@ from hacoord.coord import (
     Delete,
     EventType,
     InvalidCommandError,
+    KeyValue,
     LeaseExpire,
     LeaseGrant,
     LeaseNotFoundError,
@@ -27,6 +28,7 @@ from hacoord.coord.results import DeleteResult, PutResult, RangeResult, TxnResul
 from hacoord.coord.sessions import ClientTable
 from hacoord.raft.errors import CommandRejectedError
 from hacoord.raft.types import Entry, EntryKind
+from hacoord.server.state import ServerStateMachine
 
 
 class Driver:
@@ -228,6 +230,56 @@ def test_snapshot_round_trip_keeps_keys_leases_history_and_sessions() -> None:
     empty = CoordStateMachine()
     copy.restore(b"")
     assert copy.snapshot() == empty.snapshot()
+
+
+def test_a_snapshot_is_the_state_at_capture_and_keeps_the_wire_layout() -> None:
+    d = Driver()
+    lease_id = d.run(LeaseGrant(3000)).lease_id  # type: ignore[attr-defined]
+    d.run(Put("a", b"1", lease=lease_id), client=5, seq=3)
+    d.run(Put("b", b"2", lease=lease_id))
+    serialize = d.sm.capture()
+    before = CoordStateMachine()
+    before.restore(d.sm.snapshot())
+    d.run(Put("a", b"changed"))  # after the capture: not in what it serializes
+    d.run(Delete("b"))
+    data = serialize()
+    assert data == before.snapshot()
+    live = d.sm.get("a")
+    assert live is not None and live.value == b"changed"
+    assert d.sm.leases.leases[lease_id].keys == set()  # the captured lease kept its keys
+    # The layout older members wrote (and read): one msgpack array of plain lists.
+    copy = CoordStateMachine()
+    copy.restore(data)
+    assert copy.get("a") == KeyValue("a", b"1", 2, 2, 1, lease_id)
+    assert copy.leases.leases[lease_id].keys == {"a", "b"}
+    plain = msgpack.packb(
+        [
+            1,
+            copy.applied,
+            copy.store.revision,
+            copy.store.compacted,
+            [list(kv) for kv in copy.store.keys.values()],
+            [[int(e.type), list(e.kv), e.prev and list(e.prev)] for e in copy.store.events],
+            [[lease_id, 3000, 3000, ["a", "b"]]],
+            [[5, 0, [[3, o] for o in copy.clients.clients[5].outcomes.values()]]],
+        ]
+    )
+    assert data == plain
+
+
+def test_a_member_snapshot_in_the_older_layout_still_loads() -> None:
+    sm = ServerStateMachine()
+    for i in range(5):
+        sm.apply_request(Request(Put(f"k{i}", b"v")), i + 1)
+    sm.addresses = {1: ("127.0.0.1", 7001, "127.0.0.1", 8001)}
+    coordination = CoordStateMachine()
+    coordination.restore_items(msgpack.unpackb(sm.snapshot(), use_list=False)[0])
+    older = msgpack.packb([coordination.snapshot(), [[1, "127.0.0.1", 7001, "127.0.0.1", 8001]]])
+    for data in (older, sm.snapshot()):
+        copy = ServerStateMachine()
+        copy.restore(data)
+        assert copy.store.keys == sm.store.keys
+        assert copy.addresses == sm.addresses
 
 
 def test_snapshot_from_an_unknown_format_is_refused_clearly() -> None:

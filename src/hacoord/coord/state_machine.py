@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -226,21 +226,26 @@ class CoordStateMachine:
 
     def capture(self) -> Callable[[], bytes]:
         """A view of the state now and a function serializing it (see
-        :class:`~hacoord.raft.node.SnapshotsInBackground`): keys and events are
-        immutable, so the view copies only the containers that go on changing."""
+        :class:`~hacoord.raft.node.SnapshotsInBackground`)."""
+        return functools.partial(_pack_alone, self._view())
+
+    def _view(self) -> SnapshotView:
+        """What a snapshot holds, as of now: keys and events are immutable, so only the
+        containers that go on changing are copied."""
         store = self.store
-        header = [SNAPSHOT_FORMAT, self.applied, store.revision, store.compacted]
-        keys = list(store.keys.values())
-        events = list(store.events)
-        leases = [
-            [lease.id, lease.ttl_ms, lease.remaining_ms, list(lease.keys)]
-            for lease in self.leases.leases.values()
-        ]
-        clients = [
-            [cid, rec.floor, list(rec.outcomes.items())]
-            for cid, rec in self.clients.clients.items()
-        ]
-        return functools.partial(_pack_snapshot, header, keys, events, leases, clients)
+        return SnapshotView(
+            [SNAPSHOT_FORMAT, self.applied, store.revision, store.compacted],
+            list(store.keys.values()),
+            list(store.events),
+            [
+                [lease.id, lease.ttl_ms, lease.remaining_ms, list(lease.keys)]
+                for lease in self.leases.leases.values()
+            ],
+            [
+                [cid, rec.floor, list(rec.outcomes.items())]
+                for cid, rec in self.clients.clients.items()
+            ],
+        )
 
     def restore(self, data: bytes) -> None:
         """Replace all state with a snapshot's (empty bytes: the initial state)."""
@@ -250,7 +255,10 @@ class CoordStateMachine:
             self.clients.clients.clear()
             self.applied = 0
             return
-        items = msgpack.unpackb(data, use_list=False)
+        self.restore_items(msgpack.unpackb(data, use_list=False))
+
+    def restore_items(self, items: Any) -> None:
+        """Replace all state with an unpacked snapshot (msgpack arrays as tuples)."""
         if not isinstance(items, tuple) or not items or items[0] != SNAPSHOT_FORMAT:
             found = items[0] if isinstance(items, tuple) and items else items
             raise ValueError(
@@ -275,28 +283,38 @@ class CoordStateMachine:
         self.applied = applied
 
 
-def _pack_snapshot(
-    header: list[Any],
-    keys: list[KeyValue],
-    events: list[Event],
-    leases: list[list[Any]],
-    clients: list[list[Any]],
-) -> bytes:
-    """The snapshot bytes of a captured view (one msgpack array, as ``packb`` of the
-    whole list would give). Keys are packed one per call, so that a thread running
-    this lets the event loop run in between instead of holding the GIL throughout."""
-    packer = msgpack.Packer(autoreset=False)
-    packer.pack_array_header(len(header) + 4)
-    for item in header:
+class SnapshotView(NamedTuple):
+    """The parts of a coordination snapshot, captured; see :meth:`CoordStateMachine.capture`."""
+
+    header: list[Any]
+    keys: list[KeyValue]
+    events: list[Event]
+    leases: list[list[Any]]
+    clients: list[list[Any]]
+
+
+def pack_view(packer: msgpack.Packer, view: SnapshotView) -> None:
+    """Pack a captured view as one msgpack array (what ``packb`` of the whole list gives).
+
+    Keys are packed one per call, so that a thread running this lets the event loop run
+    in between instead of holding the GIL throughout.
+    """
+    packer.pack_array_header(len(view.header) + 4)
+    for item in view.header:
         packer.pack(item)
-    packer.pack_array_header(len(keys))
+    packer.pack_array_header(len(view.keys))
     pack = packer.pack
-    for kv in keys:
+    for kv in view.keys:
         pack(kv)
-    packer.pack(events)
-    for lease in leases:
+    packer.pack(view.events)
+    for lease in view.leases:
         lease[3].sort()
-    packer.pack(leases)
-    packer.pack(clients)
+    packer.pack(view.leases)
+    packer.pack(view.clients)
+
+
+def _pack_alone(view: SnapshotView) -> bytes:
+    packer = msgpack.Packer(autoreset=False)
+    pack_view(packer, view)
     out: bytes = packer.bytes()
     return out

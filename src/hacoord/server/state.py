@@ -7,7 +7,7 @@ from collections.abc import Callable
 import msgpack
 
 from hacoord.coord.results import Result
-from hacoord.coord.state_machine import CoordStateMachine
+from hacoord.coord.state_machine import CoordStateMachine, pack_view
 from hacoord.coord.store import DEFAULT_HISTORY
 from hacoord.raft.types import Entry
 
@@ -43,12 +43,21 @@ class ServerStateMachine(CoordStateMachine):
         return result
 
     def capture(self) -> Callable[[], bytes]:
-        """The coordination snapshot's view, serialized with the address book."""
-        coord = super().capture()
+        """The coordination snapshot's view, serialized with the address book.
+
+        The member snapshot is the array ``[coordination, book]``; the coordination
+        part is packed in place (older snapshots hold it as bytes, and still load),
+        which saves copying a large snapshot while holding the GIL.
+        """
+        view = self._view()
         book = [[m, *a] for m, a in sorted(self.addresses.items())]
 
         def serialize() -> bytes:
-            out: bytes = msgpack.packb([coord(), book])
+            packer = msgpack.Packer(autoreset=False)
+            packer.pack_array_header(2)
+            pack_view(packer, view)
+            packer.pack(book)
+            out: bytes = packer.bytes()
             return out
 
         return serialize
@@ -60,10 +69,13 @@ class ServerStateMachine(CoordStateMachine):
             self.addresses = {}
         else:
             try:
-                coord, book = msgpack.unpackb(data)
+                coord, book = msgpack.unpackb(data, use_list=False)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"member snapshot is malformed: {exc}") from None
-            super().restore(coord)
+            if isinstance(coord, bytes):
+                super().restore(coord)  # written before the coordination part was inline
+            else:
+                self.restore_items(coord)
             self.addresses = {m: (rh, rp, hh, hp) for m, rh, rp, hh, hp in book}
         for hook in self.on_restored:
             hook()

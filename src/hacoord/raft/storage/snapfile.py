@@ -73,15 +73,18 @@ def write_snapshot(directory: Path, sf: SnapshotFile) -> Path:
             zlib.crc32(data),
         ]
     )
-    blob = MAGIC + _U32.pack(len(header)) + header + _U32.pack(zlib.crc32(header)) + data
+    head = MAGIC + _U32.pack(len(header)) + header + _U32.pack(zlib.crc32(header))
     final = directory / file_name(meta.index, meta.term)
     tmp = final.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(blob)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        # Head and data written apart: joining them would copy a large snapshot while
+        # holding the GIL, stalling the event loop for that long.
+        for part in (head, data):
+            view = memoryview(part)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         os.fsync(fd)
     finally:
         os.close(fd)
