@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -40,9 +40,11 @@ class CompareOp(enum.IntEnum):
     GREATER = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
-    """Set ``key`` to ``value``; with ``lease``, the key disappears with that lease."""
+class Put(NamedTuple):
+    """Set ``key`` to ``value``; with ``lease``, the key disappears with that lease.
+
+    A named tuple, like :class:`Request`: every member builds one per applied write.
+    """
 
     key: str
     value: bytes
@@ -120,8 +122,7 @@ class LeaseCheckpoint:
 Command = Put | Delete | Txn | LeaseGrant | LeaseRevoke | LeaseExpire | LeaseCheckpoint
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A command with its sender's identity, for exactly-once application.
 
     ``client_id`` 0 means anonymous: no deduplication. Otherwise ``seq`` must grow

@@ -57,8 +57,7 @@ class Event(NamedTuple):
         return self.kv.mod_revision
 
 
-@dataclass(frozen=True, slots=True)
-class PutResult:
+class PutResult(NamedTuple):
     """A put happened at ``revision``; ``prev`` is the value it replaced."""
 
     revision: int
