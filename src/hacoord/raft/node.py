@@ -267,6 +267,7 @@ class RaftNode:
         self._snapshot_sender = SnapshotSender(config.snapshot_chunk_bytes)
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshotting: asyncio.Task[None] | None = None
+        self._snapshot_wanted = False
         self._stopping = False
         self._waiters: list[asyncio.Event] = []
         self.last_role = Role.FOLLOWER
@@ -566,6 +567,7 @@ class RaftNode:
                 while self.core.has_ready():
                     await self._handle_ready(self.core.ready())
                     self._flush_proposals()
+                self._maybe_snapshot()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -786,51 +788,62 @@ class RaftNode:
                 self._reads.pop(ctx, None)
 
     def _maybe_snapshot(self) -> None:
-        """Start a snapshot once enough entries were applied since the last one; it runs
-        beside the ready loop, which goes on replicating and applying meanwhile."""
+        """Start a snapshot once enough entries were applied since the last one (or one
+        was asked for); it runs beside the ready loop, which goes on replicating and
+        applying meanwhile.
+
+        Called only by the ready loop between batches, where the state machine is at
+        exactly ``log.applied``: within a batch it may already have applied entries
+        the core does not count as applied yet.
+        """
         core = self.core
         if self._snapshotting is not None or self._stopping or self.fatal is not None:
             return
-        if core.log.applied - core.log.snapshot_index >= self.config.snapshot_entries:
-            self._start_snapshot()
-
-    def _start_snapshot(self) -> None:
-        core = self.core
+        behind = core.log.applied - core.log.snapshot_index
+        wanted = self._snapshot_wanted and behind > 0
+        self._snapshot_wanted = False
+        if not wanted and behind < self.config.snapshot_entries:
+            return
         applied = core.log.applied
         term = core.log.term(applied)
         if term is None:
             return
         meta = SnapshotMeta(applied, term, core.conf)
+        if isinstance(self.sm, SnapshotsInBackground):
+            view: Callable[[], bytes] | bytes = self.sm.capture()
+        else:
+            view = self.sm.snapshot()
         self._snapshotting = asyncio.create_task(
-            self._snapshot(meta), name=f"hacoord-snapshot-{self.id}"
+            self._snapshot(meta, view), name=f"hacoord-snapshot-{self.id}"
         )
 
-    async def take_snapshot(self) -> int:
+    async def take_snapshot(self, timeout: float = 60.0) -> int:
         """Snapshot what this member has applied and compact its log, now (after a
         snapshot already running); returns the index the member's snapshot covers.
 
         Members snapshot on their own every ``snapshot_entries`` entries; this is for
         operators and tools (a short log before a planned restart, measuring).
         """
-        while self._snapshotting is not None:
-            await asyncio.shield(self._snapshotting)
+
+        async def until_taken(target: int) -> None:
+            while self.core.log.snapshot_index < target and self.fatal is None:
+                await self._changed()
+
         if self.fatal is not None or self._stopping:
             raise RaftError(f"node {self.id} is not serving")
-        if self.core.log.applied > self.core.log.snapshot_index:
-            self._start_snapshot()
-            while self._snapshotting is not None:
-                await asyncio.shield(self._snapshotting)
+        target = self.core.log.applied
+        self._snapshot_wanted = True
+        self._wake.set()
+        async with asyncio.timeout(timeout):
+            await until_taken(target)
         if self.fatal is not None:
             raise RaftError(f"node {self.id} failed: {self.fatal}")
         return self.core.log.snapshot_index
 
-    async def _snapshot(self, meta: SnapshotMeta) -> None:
+    async def _snapshot(self, meta: SnapshotMeta, view: Callable[[], bytes] | bytes) -> None:
         started = time.perf_counter()
         try:
-            if isinstance(self.sm, SnapshotsInBackground):
-                data = await asyncio.to_thread(self.sm.capture())
-            else:
-                data = self.sm.snapshot()
+            data = view if isinstance(view, bytes) else await asyncio.to_thread(view)
             # A snapshot installed from the leader meanwhile already covers this one.
             if meta.index > self.core.log.snapshot_index:
                 snap = Snapshot(meta, data)
@@ -839,7 +852,6 @@ class RaftNode:
                 self.metrics.snapshots += 1
                 self.metrics.snapshot_seconds = time.perf_counter() - started
                 self.metrics.snapshot_bytes = len(data)
-                self._notify_waiters()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -850,7 +862,8 @@ class RaftNode:
             self._fail_all(RaftError(f"node {self.id} failed: {exc}"))
         finally:
             self._snapshotting = None
-        self._maybe_snapshot()  # the log may have grown past the interval again
+        self._notify_waiters()
+        self._wake.set()  # the ready loop starts the next one if the log grew meanwhile
 
     def _fail_all(self, exc: BaseException) -> None:
         for _, p in self._inflight.values():
