@@ -68,6 +68,18 @@ def _node(tmp_path: Path, sm: Log, **kw: Any) -> RaftNode:
     return RaftNode(cfg, sm, _factory, rng=random.Random(1))
 
 
+async def _restarted(tmp_path: Path, sm: Log, **kw: Any) -> RaftNode:
+    """Open the member in ``tmp_path`` again with ``sm``, read up to date, and stop it."""
+    node = _node(tmp_path, sm, **kw)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        await node.read_index()
+    finally:
+        await node.stop()
+    return node
+
+
 async def test_proposals_wait_for_queue_space_while_the_disk_is_busy(tmp_path: Path) -> None:
     sm = Log()
     node = _node(tmp_path, sm, max_pending_proposals=2)
@@ -123,14 +135,8 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         await node.propose(b"v%d" % i)
     await node.stop()
     again = Log()
-    node = _node(tmp_path, again, snapshot_entries=3)
-    await node.start()
-    try:
-        await node.wait_for_leader(5)
-        await node.read_index()
-        assert again.items == [b"v%d" % i for i in range(7)]
-    finally:
-        await node.stop()
+    node = await _restarted(tmp_path, again, snapshot_entries=3)
+    assert again.items == [b"v%d" % i for i in range(7)]
     with pytest.raises(RaftError, match="stopping"):
         await node.propose(b"after stop")
 
@@ -234,14 +240,8 @@ async def test_a_snapshot_is_serialized_while_the_member_goes_on_committing(
         await node.stop()
     again = SlowSnapshotLog()
     again.go_on.set()
-    node = _node(tmp_path, again, snapshot_entries=5)
-    await node.start()
-    try:
-        await node.wait_for_leader(5)
-        await node.read_index()
-        assert again.items == [b"v%d" % i for i in range(20)]
-    finally:
-        await node.stop()
+    await _restarted(tmp_path, again, snapshot_entries=5)
+    assert again.items == [b"v%d" % i for i in range(20)]
 
 
 async def test_a_failed_snapshot_stops_the_member_with_the_reason(tmp_path: Path) -> None:

@@ -442,13 +442,11 @@ class RaftNode:
             timeout if timeout is not None else 10 * self.config.timing.election_timeout_ms / 1000
         )
 
-        async def until_applied() -> None:
-            while self.core.conf_index < index or self.core.conf.voters_outgoing:
-                await self._changed()
-
         try:
-            async with asyncio.timeout(limit):
-                await until_applied()
+            await self._until(
+                lambda: self.core.conf_index >= index and not self.core.conf.voters_outgoing,
+                limit,
+            )
         except TimeoutError as exc:
             raise RaftError(
                 f"membership change (entry {index}) was not applied within {limit:.1f}s; "
@@ -457,34 +455,26 @@ class RaftNode:
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         """Wait until this member has applied ``index``."""
-
-        async def until_applied() -> None:
-            while self.core.log.applied < index:
-                await self._changed()
-
-        async with asyncio.timeout(timeout):
-            await until_applied()
+        await self._until(lambda: self.core.log.applied >= index, timeout)
 
     async def wait_compacted(self, index: int, timeout: float) -> None:
         """Wait until a snapshot of this member covers ``index`` (its log starts after)."""
-
-        async def until_compacted() -> None:
-            while self.core.log.snapshot_index < index:
-                await self._changed()
-
-        async with asyncio.timeout(timeout):
-            await until_compacted()
+        await self._until(lambda: self.core.log.snapshot_index >= index, timeout)
 
     async def wait_for_leader(self, timeout: float) -> NodeId:
         """Wait until some leader is known; returns its id."""
+        await self._until(lambda: bool(self.core.leader), timeout)
+        return self.core.leader
 
-        async def until_known() -> None:
-            while not self.core.leader:
+    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait until ``done()`` holds, checking after every change; ``TimeoutError``."""
+
+        async def until_done() -> None:
+            while not done():
                 await self._changed()
 
         async with asyncio.timeout(timeout):
-            await until_known()
-        return self.core.leader
+            await until_done()
 
     def status(self) -> dict[str, Any]:
         """The core's status plus driver facts."""
@@ -825,17 +815,14 @@ class RaftNode:
         operators and tools (a short log before a planned restart, measuring).
         """
 
-        async def until_taken(target: int) -> None:
-            while self.core.log.snapshot_index < target and self.fatal is None:
-                await self._changed()
-
         if self.fatal is not None or self._stopping:
             raise RaftError(f"node {self.id} is not serving")
         target = self.core.log.applied
         self._snapshot_wanted = True
         self._wake.set()
-        async with asyncio.timeout(timeout):
-            await until_taken(target)
+        await self._until(
+            lambda: self.core.log.snapshot_index >= target or self.fatal is not None, timeout
+        )
         if self.fatal is not None:
             raise RaftError(f"node {self.id} failed: {self.fatal}")
         return self.core.log.snapshot_index
