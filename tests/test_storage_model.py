@@ -139,3 +139,22 @@ StorageMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestStorageModel = StorageMachine.TestCase
+
+
+def test_an_entry_overwritten_before_a_snapshot_at_its_index_stays_gone(tmp_path: Path) -> None:
+    # Found by the machine above: entries 1-2, then 1 rewritten in a new term (dropping 2),
+    # then a snapshot at 1. Replay skips the rewrite (the snapshot covers it) but must still
+    # drop the old entry 2 written before it.
+    disk = DiskStorage(tmp_path, segment_bytes=4096)
+    disk.load()
+    disk.save(HardState(1, 1, 0), [Entry(1, 1), Entry(1, 2)])
+    disk.save(HardState(2, 2, 0), [Entry(2, 1, data=b"o0")])
+    disk.save(HardState(2, 2, 1), [])
+    disk.compact(Snapshot(SnapshotMeta(1, 2, CONF), b"state@1"))
+    disk.close()
+    reopened = DiskStorage(tmp_path, segment_bytes=4096)
+    got = reopened.load()
+    reopened.close()
+    assert got.snapshot is not None and got.snapshot.meta.index == 1
+    assert got.entries == []
+    assert got.hard_state == HardState(2, 2, 1)

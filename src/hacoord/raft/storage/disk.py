@@ -263,6 +263,11 @@ class DiskStorage:
         self, entry: Entry, entries: list[Entry], base: int, seg: _Segment, offset: int
     ) -> None:
         if entry.index <= base:
+            # Written after the entries collected so far (all above the base), so it
+            # truncated them when it was written; the snapshot covers the entry itself.
+            for e in entries:
+                self._where.pop(e.index, None)
+            entries.clear()
             return
         last = entries[-1].index if entries else base
         if entry.index > last + 1 and entries:
