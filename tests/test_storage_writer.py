@@ -30,8 +30,8 @@ class BlockingStorage:
     def load(self) -> PersistedState:
         return PersistedState()
 
-    def compact(self, snapshot: Snapshot) -> None:
-        pass
+    def compact(self, snapshot: Snapshot) -> Snapshot:
+        return snapshot
 
     def close(self) -> None:
         pass

@@ -248,7 +248,7 @@ class RaftNode:
             persisted,
         )
         if persisted.snapshot is not None:
-            self.sm.restore(persisted.snapshot.data)
+            self.sm.restore(persisted.snapshot.data_bytes())
         self._writer = AsyncStorageWriter(
             self._storage, inline_sync_s=config.follower_inline_sync_ms / 1000
         )
@@ -632,7 +632,7 @@ class RaftNode:
         if apply_early:  # the batch was written right here: its acknowledgements go first
             self._apply_all(rd.committed_entries)
         if rd.snapshot is not None:
-            self.sm.restore(rd.snapshot.data)
+            self.sm.restore(rd.snapshot.data_bytes())
             self._reads_waiting_apply.clear()
             self._apply_all(rd.committed_entries)
         self.core.advance(rd)
@@ -833,9 +833,10 @@ class RaftNode:
             data = view if isinstance(view, bytes) else await asyncio.to_thread(view)
             # A snapshot installed from the leader meanwhile already covers this one.
             if meta.index > self.core.log.snapshot_index:
-                snap = Snapshot(meta, data)
-                await self._writer.compact(snap)
-                self.core.compact(snap)
+                # The stored snapshot reads its data from the file: the serialized
+                # bytes are freed when this task ends.
+                stored = await self._writer.compact(Snapshot(meta, data))
+                self.core.compact(stored)
                 self.metrics.snapshots += 1
                 self.metrics.snapshot_seconds = time.perf_counter() - started
                 self.metrics.snapshot_bytes = len(data)

@@ -189,7 +189,7 @@ class SnapshotAssembler:
         if offset != part.received:
             # A duplicate, or a chunk after a gap: tell the sender where we are.
             return None, self._ack(m, meta.index, meta.term, part.received)
-        part.parts.append(m.snapshot.data)
+        part.parts.append(m.snapshot.data_bytes())
         part.received += len(m.snapshot.data)
         ack = self._ack(m, meta.index, meta.term, part.received)
         if part.received < total:

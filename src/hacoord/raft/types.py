@@ -84,7 +84,13 @@ class Snapshot:
     """A state-machine snapshot together with its metadata."""
 
     meta: SnapshotMeta
-    data: bytes = b""
+    data: bytes | memoryview = b""
+    """The serialized state: bytes, or a read-only view of the snapshot file that holds
+    it (a member keeps its stored snapshot on disk, not in memory)."""
+
+    def data_bytes(self) -> bytes:
+        """The data as bytes (read from the file when it is a view of one)."""
+        return self.data if isinstance(self.data, bytes) else bytes(self.data)
 
 
 class MessageType(enum.IntEnum):

@@ -341,7 +341,7 @@ class SimCluster(Generic[SM]):
             self.schedule(restart_in, lambda: self.restart(nid))
             return
         if rd.snapshot is not None:
-            node.sm.restore(rd.snapshot.data)
+            node.sm.restore(rd.snapshot.data_bytes())
             self._snapshot_installed(node)
             self.checker.on_state_machine_reset(node.id, rd.snapshot.meta.index)
         for entry in rd.committed_entries:
@@ -398,7 +398,7 @@ class SimCluster(Generic[SM]):
         node.sm = self._new_state_machine(nid)
         applied = 0
         if persisted.snapshot is not None:
-            node.sm.restore(persisted.snapshot.data)
+            node.sm.restore(persisted.snapshot.data_bytes())
             applied = persisted.snapshot.meta.index
         self.checker.on_state_machine_reset(nid, applied)
         node.alive = True

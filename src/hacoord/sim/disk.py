@@ -57,11 +57,12 @@ class SimDisk:
         """Make everything written so far durable."""
         self._durable = self._volatile.copy()
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """Durably store ``snapshot`` and drop the entries it covers."""
+    def compact(self, snapshot: Snapshot) -> Snapshot:
+        """Durably store ``snapshot`` and drop the entries it covers; returns it."""
         for state in (self._volatile, self._durable):
             state.snapshot = snapshot
             state.entries = [e for e in state.entries if e.index > snapshot.meta.index]
+        return snapshot
 
     def crash(self, rng: random.Random | None = None) -> None:
         """Lose what was not synced; with ``rng``, a random prefix of new entries survives."""

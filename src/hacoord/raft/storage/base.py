@@ -28,8 +28,12 @@ class LogStorage(Protocol):
         with ``sync`` everything is durable on return (one sync for the batch).
         """
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """Durably store a state-machine snapshot and drop the log it covers."""
+    def compact(self, snapshot: Snapshot) -> Snapshot:
+        """Durably store a state-machine snapshot and drop the log it covers.
+
+        Returns the snapshot as stored: its data may be a view of the stored file rather
+        than the bytes given, so that the caller can let those go.
+        """
 
     def close(self) -> None:
         """Release files and locks."""

@@ -362,8 +362,9 @@ class DiskStorage:
         if hard_state is not None:
             self._hard_state = hard_state
         next_seq = self._segments[-1].seq + 1
-        sf = SnapshotFile(snapshot, replaces_log=True, first_segment=next_seq)
-        write_snapshot(self.snap_dir, sf)
+        sf = write_snapshot(
+            self.snap_dir, SnapshotFile(snapshot, replaces_log=True, first_segment=next_seq)
+        )
         old = self._segments
         os.close(self._fd)
         self._segments = []
@@ -376,17 +377,19 @@ class DiskStorage:
         fsync_dir(self.wal_dir)
         self._drop_old_snapshots()
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """Store a state-machine snapshot, then delete the segments it fully covers."""
+    def compact(self, snapshot: Snapshot) -> Snapshot:
+        """Store a state-machine snapshot, then delete the segments it fully covers;
+        returns the stored snapshot (its data a view of the file)."""
         index = snapshot.meta.index
         if index <= self._base_index():
-            return
+            return snapshot
         if index > self._last_index:
             raise ValueError(f"snapshot index {index} is beyond the last entry {self._last_index}")
         _fdatasync(self._fd)
         first_seg = self._segments[0].seq
-        sf = SnapshotFile(snapshot, replaces_log=False, first_segment=first_seg)
-        write_snapshot(self.snap_dir, sf)
+        sf = write_snapshot(
+            self.snap_dir, SnapshotFile(snapshot, replaces_log=False, first_segment=first_seg)
+        )
         self._snapshot = sf
         live_max: dict[int, int] = {}
         for i, (seq, _) in self._where.items():
@@ -401,6 +404,7 @@ class DiskStorage:
         for i in [i for i in self._where if i <= index]:
             del self._where[i]
         self._drop_old_snapshots()
+        return sf.snapshot
 
     def _drop_old_snapshots(self) -> None:
         keep = self._snapshot

@@ -4,10 +4,16 @@ Layout: ``b"HACOSNAP"`` magic, ``u32`` header length, msgpack header
 ``[index, term, voters, learners, outgoing, replaces_log, first_segment, data_len,
 data_crc]``, ``u32`` header CRC, then the data. Files are written to a temporary
 name, synced, renamed into place, and the directory is synced.
+
+A stored snapshot's data is a read-only memory map of its file, not a copy in memory: a
+member holding a large state keeps the serialized form on disk (the page cache holds it
+while it is read, e.g. to send it to a follower). Snapshot files are never modified in
+place, and one deleted while mapped stays readable until its map is dropped.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import zlib
@@ -56,8 +62,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_snapshot(directory: Path, sf: SnapshotFile) -> Path:
-    """Write ``sf`` atomically into ``directory``; returns its path."""
+def _mapped(path: Path) -> memoryview:
+    """The whole file, as a read-only view of a memory map of it."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return memoryview(b"")
+        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+def write_snapshot(directory: Path, sf: SnapshotFile) -> SnapshotFile:
+    """Write ``sf`` atomically into ``directory``; returns it as stored (its data a view
+    of the new file)."""
     meta = sf.snapshot.meta
     data = sf.snapshot.data
     header: bytes = msgpack.packb(
@@ -90,20 +105,22 @@ def write_snapshot(directory: Path, sf: SnapshotFile) -> Path:
         os.close(fd)
     os.replace(tmp, final)
     fsync_dir(directory)
-    return final
+    stored = Snapshot(meta, _mapped(final)[len(head) :])
+    return SnapshotFile(stored, sf.replaces_log, sf.first_segment)
 
 
 def read_snapshot(path: Path) -> SnapshotFile:
-    """Read and verify a snapshot file (raises SnapshotCorrupt)."""
-    raw = path.read_bytes()
-    if raw[: len(MAGIC)] != MAGIC:
+    """Read and verify a snapshot file (raises SnapshotCorrupt); its data is a view of
+    the file."""
+    raw = _mapped(path)
+    if bytes(raw[: len(MAGIC)]) != MAGIC:
         raise SnapshotCorrupt(0, "not a hacoord snapshot (bad magic)")
     pos = len(MAGIC)
     if len(raw) < pos + 4:
         raise SnapshotCorrupt(pos, "file ends inside the header length")
     (hlen,) = _U32.unpack_from(raw, pos)
     pos += 4
-    header = raw[pos : pos + hlen]
+    header = bytes(raw[pos : pos + hlen])
     if len(header) != hlen or len(raw) < pos + hlen + 4:
         raise SnapshotCorrupt(pos, "file ends inside the header")
     (hcrc,) = _U32.unpack_from(raw, pos + hlen)

@@ -110,12 +110,13 @@ class AsyncStorageWriter:
     def _done(self, _: asyncio.Future[None]) -> None:
         self.pending -= 1
 
-    async def compact(self, snapshot: Snapshot) -> None:
-        """Store a snapshot and compact the log, on the writer thread."""
+    async def compact(self, snapshot: Snapshot) -> Snapshot:
+        """Store a snapshot and compact the log, on the writer thread; the snapshot as
+        stored (see :meth:`LogStorage.compact`)."""
         async with self._slots:
             self.pending += 1
             try:
-                await asyncio.get_running_loop().run_in_executor(
+                return await asyncio.get_running_loop().run_in_executor(
                     self._executor, self.storage.compact, snapshot
                 )
             finally:
