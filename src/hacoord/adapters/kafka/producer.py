@@ -100,6 +100,12 @@ class SendResult(NamedTuple):
     """Clusters tried (1: the first one took it)."""
 
 
+def _new_result(fields: tuple[str, str, int, int, bytes, int]) -> SendResult:
+    """A :class:`SendResult` of ``fields`` in order, made without the named tuple's own
+    ``__new__`` (a Python function: it costs twice as much, once per message)."""
+    return tuple.__new__(SendResult, fields)
+
+
 @dataclass(slots=True)
 class ClusterStats:
     """What one cluster did for the producer."""
@@ -310,7 +316,71 @@ class HAProducer:
             mid = message_id or self.new_message_id()
             own = (MESSAGE_ID_HEADER, mid)
             all_headers = [*headers, own] if headers else [own]
-            return await self._deliver(topic, physical, value, key, all_headers, mid)
+            now = time.monotonic()
+            deadline = now + self.options.delivery_timeout_s
+            attempt_timeout = self.options.attempt_timeout_s
+            errors: dict[str, str] = {}
+            attempts = 0
+            while True:
+                topology = self.topology.current
+                for link in self._candidates(topology, now):
+                    if now >= deadline:
+                        break
+                    attempts += 1
+                    # One attempt: aiokafka's own future is awaited. _expire_attempts fails it
+                    # at its deadline and _Link.abandon when the cluster stops being writable,
+                    # so no timer or extra task is made per message (this loop is the hot path
+                    # of every send, hence inline).
+                    in_flight = link.in_flight
+                    future: asyncio.Future[Any] | None = None
+                    try:
+                        producer = link.producer or await link.ready()
+                        generation = link.generation
+                        # aiokafka bounds this wait (buffer room, metadata) by its request
+                        # timeout, the attempt timeout.
+                        future = await producer.send(physical, value, key=key, headers=all_headers)
+                        if link.generation != generation:
+                            future.add_done_callback(_retrieve)
+                            future = None
+                            raise _Abandoned
+                        in_flight[future] = min(deadline, now + attempt_timeout)
+                        metadata = await future
+                    except _Abandoned:
+                        errors[link.cluster.name] = "no longer writable in the topology"
+                        break  # look at the new topology at once
+                    except MessageSizeTooLargeError as e:
+                        raise MessageTooLargeError(topic, str(e)) from e
+                    except (KafkaError, ClusterUnreachableError, TimeoutError, OSError) as e:
+                        error = _describe(e, attempt_timeout)
+                        errors[link.cluster.name] = error
+                        link.failed(error)
+                        now = time.monotonic()
+                        if self.topology.current is not topology:
+                            break
+                        continue
+                    finally:
+                        if future is not None:
+                            in_flight.pop(future, None)
+                    link.stats.acked += 1
+                    link.failures_in_row = 0
+                    if attempts > 1:
+                        self.moved += 1
+                    return _new_result(
+                        (
+                            topic,
+                            link.cluster.name,
+                            metadata.partition,
+                            metadata.offset,
+                            mid,
+                            attempts,
+                        )
+                    )
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise NoClusterAvailableError(topic, errors or self._why_none(topology))
+                await self.topology.newer_than(topology.version, min(remaining, self._next_retry()))
+                now = time.monotonic()
         finally:
             self._release()
 
@@ -347,53 +417,74 @@ class HAProducer:
             sends = (self.send(topic, v, k, headers) for v, k in zip(values, keys, strict=True))
             outcomes = await asyncio.gather(*sends, return_exceptions=True)
         else:
+            mids = [self.new_message_id() for _ in range(count)]
             self._in_flight += count
             try:
-                outcomes = await self._deliver_many(topic, physical, values, keys, headers)
+                outcomes, again = await self._send_batch(
+                    topic, physical, values, keys, headers, mids
+                )
             finally:
                 for _ in range(count):
                     self._release()
+            tried = again is not None
+            again = list(range(count)) if again is None else again
+            if again:
+                await self._send_again(topic, values, keys, headers, mids, outcomes, again, tried)
         if not return_exceptions:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
         return outcomes
 
-    async def _deliver_many(
+    async def _send_batch(
         self,
         topic: str,
         physical: str,
         values: Sequence[bytes | None],
         keys: Sequence[bytes | None],
         headers: Headers,
-    ) -> list[Any]:
+        mids: list[bytes],
+    ) -> tuple[list[Any], list[int] | None]:
+        """The batch to the first writable cluster: each message's outcome (``None`` for
+        the ones to send again) and the indexes to send again (``None``: no cluster was
+        tried, so every message goes again as a first attempt)."""
         count = len(values)
-        mids = [self.new_message_id() for _ in range(count)]
-        all_headers = [[*headers, (MESSAGE_ID_HEADER, mid)] for mid in mids]
         outcomes: list[Any] = [None] * count
-        again: list[int] = list(range(count))
         now = time.monotonic()
         candidates = self._candidates(self.topology.current, now)
-        if candidates:
-            link = candidates[0]
-            again = await self._batch_attempt(
-                link, topic, physical, values, keys, all_headers, mids, outcomes,
-                now + self.options.attempt_timeout_s,
-            )  # fmt: skip
-        if again:
-            retried = await asyncio.gather(
-                *(
-                    self._deliver(topic, physical, values[i], keys[i], all_headers[i], mids[i])
-                    for i in again
-                ),
-                return_exceptions=True,
-            )
-            for i, outcome in zip(again, retried, strict=True):
-                if isinstance(outcome, SendResult) and candidates:
-                    self.moved += 1
-                    outcome = outcome._replace(attempts=outcome.attempts + 1)
-                outcomes[i] = outcome
-        return outcomes
+        if not candidates:
+            return outcomes, None
+        all_headers = [[*headers, (MESSAGE_ID_HEADER, mid)] for mid in mids]
+        again = await self._batch_attempt(
+            candidates[0], topic, physical, values, keys, all_headers, mids, outcomes,
+            now + self.options.attempt_timeout_s,
+        )  # fmt: skip
+        return outcomes, again
+
+    async def _send_again(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None],
+        headers: Headers,
+        mids: list[bytes],
+        outcomes: list[Any],
+        again: list[int],
+        tried: bool,
+    ) -> None:
+        """Send the messages at ``again`` one by one (each a :meth:`send` of its own, with
+        its id and a slot of its own), filling in their outcomes; ``tried``: the batch
+        attempt counts as each one's first."""
+        retried = await asyncio.gather(
+            *(self.send(topic, values[i], keys[i], headers, mids[i]) for i in again),
+            return_exceptions=True,
+        )
+        for i, outcome in zip(again, retried, strict=True):
+            if isinstance(outcome, SendResult) and tried:
+                if outcome.attempts == 1:
+                    self.moved += 1  # send counts a move only after its own first attempt
+                outcome = outcome._replace(attempts=outcome.attempts + 1)
+            outcomes[i] = outcome
 
     async def _batch_attempt(
         self,
@@ -451,8 +542,8 @@ class HAProducer:
                     again.append(i)
                     continue
                 acked += 1
-                outcomes[i] = SendResult(
-                    topic, link.cluster.name, metadata.partition, metadata.offset, mids[i], 1
+                outcomes[i] = _new_result(
+                    (topic, link.cluster.name, metadata.partition, metadata.offset, mids[i], 1)
                 )
         finally:
             for _, future in sent:
@@ -498,94 +589,14 @@ class HAProducer:
                 return
         self._in_flight -= 1
 
-    async def _deliver(
-        self,
-        topic: str,
-        physical: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        mid: bytes,
-    ) -> SendResult:
-        now = time.monotonic()
-        deadline = now + self.options.delivery_timeout_s
-        attempt_timeout = self.options.attempt_timeout_s
-        errors: dict[str, str] = {}
-        attempts = 0
-        while True:
-            topology = self.topology.current
-            for link in self._candidates(topology, now):
-                if now >= deadline:
-                    break
-                attempts += 1
-                try:
-                    metadata = await self._attempt(
-                        link, physical, value, key, headers, min(deadline, now + attempt_timeout)
-                    )
-                except _Abandoned:
-                    errors[link.cluster.name] = "no longer writable in the topology"
-                    break  # look at the new topology at once
-                except MessageSizeTooLargeError as e:
-                    raise MessageTooLargeError(topic, str(e)) from e
-                except (KafkaError, ClusterUnreachableError, TimeoutError, OSError) as e:
-                    error = _describe(e, attempt_timeout)
-                    errors[link.cluster.name] = error
-                    link.failed(error)
-                    now = time.monotonic()
-                    if self.topology.current is not topology:
-                        break
-                    continue
-                link.succeeded()
-                if attempts > 1:
-                    self.moved += 1
-                return SendResult(
-                    topic, link.cluster.name, metadata.partition, metadata.offset, mid, attempts
-                )
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                raise NoClusterAvailableError(topic, errors or self._why_none(topology))
-            await self.topology.newer_than(topology.version, min(remaining, self._next_retry()))
-            now = time.monotonic()
-
-    async def _attempt(
-        self,
-        link: _Link,
-        physical: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        deadline: float,
-    ) -> Any:
-        """aiokafka's metadata of the message once ``link``'s cluster acknowledged it.
-
-        Awaits aiokafka's own future: :meth:`_expire_attempts` fails it at ``deadline``
-        and :meth:`_Link.abandon` when the cluster stops being writable, so no timer or
-        extra task is made per message.
-        """
-        producer = link.producer
-        if producer is None:
-            producer = await link.ready()
-        generation = link.generation
-        # aiokafka bounds this wait (buffer room, metadata) by its request timeout, the
-        # attempt timeout.
-        future = await producer.send(physical, value, key=key, headers=headers)
-        if link.generation != generation:
-            future.add_done_callback(_retrieve)
-            raise _Abandoned
-        in_flight = link.in_flight
-        in_flight[future] = deadline
-        try:
-            return await future
-        finally:
-            del in_flight[future]
-
     def _candidates(self, topology: Topology, now: float) -> list[_Link]:
         """Writable clusters not backing off, rotated so sends spread over them."""
         cached, writable = self._writable
         if cached is not topology:
             writable = [self._links[n] for n in topology.writable() if n in self._links]
             self._writable = (topology, writable)
+        if len(writable) == 1:  # primary mode: no list to make per send
+            return writable if writable[0].stats.skipped_until <= now else []
         ready = [link for link in writable if link.stats.skipped_until <= now]
         if len(ready) > 1:
             shift = next(self._rotation) % len(ready)
