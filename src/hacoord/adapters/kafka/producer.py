@@ -227,7 +227,7 @@ class HAProducer:
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._rotation = itertools.count()
         self._ids = itertools.count()
-        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_prefix = f"{uuid.uuid4().hex[:16]}-".encode()
         self._follow: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
         self._writable: tuple[Topology | None, list[_Link]] = (None, [])
@@ -289,7 +289,7 @@ class HAProducer:
 
     def new_message_id(self) -> bytes:
         """A fresh id, unique across producers (a random prefix and a counter)."""
-        return f"{self._id_prefix}-{next(self._ids)}".encode()
+        return b"%s%d" % (self._id_prefix, next(self._ids))
 
     async def send(
         self,
