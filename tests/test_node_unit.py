@@ -265,6 +265,29 @@ async def test_a_failed_snapshot_stops_the_member_with_the_reason(tmp_path: Path
         await node.stop()
 
 
+async def test_a_snapshot_hands_the_freed_heap_back_after_compacting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot_index_at_release: list[int] = []
+    node = _node(tmp_path, Log(), snapshot_entries=1_000)
+
+    def release() -> bool:
+        snapshot_index_at_release.append(node.core.log.snapshot_index)
+        return True
+
+    monkeypatch.setattr("hacoord.raft.node.release_free_heap", release)
+    await node.start()
+    try:
+        await node.wait_for_leader(5)
+        for i in range(5):
+            await node.propose(b"v%d" % i)
+        assert snapshot_index_at_release == []
+        applied = await node.take_snapshot()
+        assert snapshot_index_at_release == [applied]  # once, after the log was compacted
+    finally:
+        await node.stop()
+
+
 async def test_take_snapshot_compacts_the_log_to_what_was_applied(tmp_path: Path) -> None:
     node = _node(tmp_path, Log(), snapshot_entries=1_000)
     await node.start()

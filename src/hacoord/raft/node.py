@@ -34,6 +34,7 @@ from hacoord.raft.errors import (
     ProposalDroppedError,
     RaftError,
 )
+from hacoord.raft.heap import release_free_heap
 from hacoord.raft.metrics import Histogram, counter, gauge
 from hacoord.raft.snapshot_transfer import (
     DEFAULT_CHUNK_BYTES,
@@ -838,8 +839,12 @@ class RaftNode:
                 stored = await self._writer.compact(Snapshot(meta, data))
                 self.core.compact(stored)
                 self.metrics.snapshots += 1
-                self.metrics.snapshot_seconds = time.perf_counter() - started
                 self.metrics.snapshot_bytes = len(data)
+                del data, view
+                # The compacted entries are free now, but the allocator keeps most of
+                # their pages (interleaved with the values that outlive them).
+                await asyncio.to_thread(release_free_heap)
+                self.metrics.snapshot_seconds = time.perf_counter() - started
         except asyncio.CancelledError:
             raise
         except Exception as exc:
