@@ -222,9 +222,9 @@ class CoordStateMachine:
 
     def snapshot(self) -> bytes:
         """Everything, including recent history and client sessions."""
-        return self.capture()()
+        return bytes(self.capture()())
 
-    def capture(self) -> Callable[[], bytes]:
+    def capture(self) -> Callable[[], bytes | memoryview]:
         """A view of the state now and a function serializing it (see
         :class:`~hacoord.raft.node.SnapshotsInBackground`)."""
         return functools.partial(_pack_alone, self._view())
@@ -313,8 +313,8 @@ def pack_view(packer: msgpack.Packer, view: SnapshotView) -> None:
     packer.pack(view.clients)
 
 
-def _pack_alone(view: SnapshotView) -> bytes:
+def _pack_alone(view: SnapshotView) -> memoryview:
     packer = msgpack.Packer(autoreset=False)
     pack_view(packer, view)
-    out: bytes = packer.bytes()
+    out: memoryview = packer.getbuffer()  # no copy (see SnapshotsInBackground.capture)
     return out

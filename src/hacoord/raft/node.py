@@ -83,10 +83,12 @@ class SnapshotsInBackground(Protocol):
     heartbeats and replication for the time it takes to serialize.
     """
 
-    def capture(self) -> Callable[[], bytes]:
+    def capture(self) -> Callable[[], bytes | memoryview]:
         """Take a consistent view of the state now, cheaply; return a function that
-        serializes that view (the bytes ``snapshot()`` would have returned) and is safe
-        to run on another thread while the state goes on changing."""
+        serializes that view (the bytes ``snapshot()`` would have returned, or a
+        memoryview of them: copying a large serialization into ``bytes`` holds the GIL,
+        and so the event loop, for as long as the copy takes) and is safe to run on
+        another thread while the state goes on changing."""
 
 
 class Transport(Protocol):
@@ -801,7 +803,7 @@ class RaftNode:
             return
         meta = SnapshotMeta(applied, term, core.conf)
         if isinstance(self.sm, SnapshotsInBackground):
-            view: Callable[[], bytes] | bytes = self.sm.capture()
+            view: Callable[[], bytes | memoryview] | bytes = self.sm.capture()
         else:
             view = self.sm.snapshot()
         self._snapshotting = asyncio.create_task(
@@ -828,7 +830,9 @@ class RaftNode:
             raise RaftError(f"node {self.id} failed: {self.fatal}")
         return self.core.log.snapshot_index
 
-    async def _snapshot(self, meta: SnapshotMeta, view: Callable[[], bytes] | bytes) -> None:
+    async def _snapshot(
+        self, meta: SnapshotMeta, view: Callable[[], bytes | memoryview] | bytes
+    ) -> None:
         started = time.perf_counter()
         try:
             data = view if isinstance(view, bytes) else await asyncio.to_thread(view)

@@ -42,7 +42,7 @@ class ServerStateMachine(CoordStateMachine):
             hook(entry, result)
         return result
 
-    def capture(self) -> Callable[[], bytes]:
+    def capture(self) -> Callable[[], bytes | memoryview]:
         """The coordination snapshot's view, serialized with the address book.
 
         The member snapshot is the array ``[coordination, book]``; the coordination
@@ -52,12 +52,12 @@ class ServerStateMachine(CoordStateMachine):
         view = self._view()
         book = [[m, *a] for m, a in sorted(self.addresses.items())]
 
-        def serialize() -> bytes:
+        def serialize() -> memoryview:
             packer = msgpack.Packer(autoreset=False)
             packer.pack_array_header(2)
             pack_view(packer, view)
             packer.pack(book)
-            out: bytes = packer.bytes()
+            out: memoryview = packer.getbuffer()  # no copy: see SnapshotsInBackground
             return out
 
         return serialize
