@@ -243,6 +243,7 @@ def test_a_snapshot_is_the_state_at_capture_and_keeps_the_wire_layout() -> None:
     d.run(Put("a", b"changed"))  # after the capture: not in what it serializes
     d.run(Delete("b"))
     data = serialize()
+    assert isinstance(data, memoryview)  # the packer's buffer, not a copy made under the GIL
     assert data == before.snapshot()
     live = d.sm.get("a")
     assert live is not None and live.value == b"changed"
