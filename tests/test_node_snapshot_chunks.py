@@ -51,6 +51,9 @@ async def test_laggard_installs_a_chunked_snapshot(tmp_path: Path) -> None:
         assert kvs[laggard].store.keys == kvs[leader].store.keys
         assert len(kvs[laggard].store.keys) == 300
         assert nodes[laggard]._assembler.rejected == 0
+        installed = nodes[laggard].core.snapshot
+        assert installed is not None
+        assert isinstance(installed.data, memoryview), "the core keeps the stored file's view"
         snapshot_bytes = len(kvs[leader].snapshot())
         assert nodes[leader]._snapshot_sender.chunks_sent >= snapshot_bytes // 4096
     finally:

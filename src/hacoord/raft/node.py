@@ -270,6 +270,7 @@ class RaftNode:
         self._snapshot_sender = SnapshotSender(config.snapshot_chunk_bytes)
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshotting: asyncio.Task[None] | None = None
+        self._heap_release: asyncio.Future[bool] | None = None
         self._snapshot_wanted = False
         self._stopping = False
         self._waiters: list[asyncio.Event] = []
@@ -639,6 +640,8 @@ class RaftNode:
             self._reads_waiting_apply.clear()
             self._apply_all(rd.committed_entries)
         self.core.advance(rd)
+        if rd.snapshot is not None:
+            self._installed(rd.snapshot)
         if self.core.conf_index != self._seen_conf_index:
             self._seen_conf_index = self.core.conf_index
             log.info(
@@ -861,6 +864,16 @@ class RaftNode:
             self._snapshotting = None
         self._notify_waiters()
         self._wake.set()  # the ready loop starts the next one if the log grew meanwhile
+
+    def _installed(self, received: Snapshot) -> None:
+        """After a snapshot from the leader is stored and restored: the core keeps the
+        stored copy (a view of its file) instead of the received bytes, and the heap the
+        replaced state left free goes back to the system, as after a snapshot of our own."""
+        stored = self._storage.stored_snapshot
+        if stored is not None and stored.meta == received.meta:
+            self.core.compact(stored)  # nothing left to drop: it only swaps the copy
+        if self._heap_release is None or self._heap_release.done():
+            self._heap_release = asyncio.ensure_future(asyncio.to_thread(release_free_heap))
 
     def _fail_all(self, exc: BaseException) -> None:
         for _, p in self._inflight.values():

@@ -121,6 +121,11 @@ class DiskStorage:
         os.write(fd, str(os.getpid()).encode())
         return fd
 
+    @property
+    def stored_snapshot(self) -> Snapshot | None:
+        """The newest snapshot stored, as stored (its data a view of the file)."""
+        return self._snapshot.snapshot if self._snapshot else None
+
     def _base_index(self) -> int:
         return self._snapshot.snapshot.meta.index if self._snapshot else 0
 
