@@ -49,6 +49,7 @@ def test_a_valid_file_loads(tmp_path: Path) -> None:
     assert sorted(cfg.members) == [1, 2, 3]
     assert cfg.me.raft == ("127.0.0.1", 7001)
     assert cfg.timing.election_ticks >= 10
+    assert cfg.event_loop == "auto"
 
 
 @pytest.mark.parametrize(
@@ -65,6 +66,10 @@ def test_a_valid_file_loads(tmp_path: Path) -> None:
         (('raft = "127.0.0.1:7003"', 'raft = "nohost"'), "'host:port'"),
         (('id = "c1"', "id = 5"), "'id' must be str"),
         (("[node]", "[nodes]"), "unknown section \\[nodes\\]"),
+        (
+            ('data_dir = "data1"', 'data_dir = "data1"\nevent_loop = "trio"'),
+            "'event_loop' must be auto, asyncio, uvloop, got 'trio'",
+        ),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:

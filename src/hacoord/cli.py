@@ -17,6 +17,7 @@ import aiohttp
 from hacoord import cli_coord, cli_k8s, cli_kafka, cli_mysql
 from hacoord.raft.errors import ConfigError
 from hacoord.server.config_file import load_config, parse_address
+from hacoord.server.event_loop import run
 from hacoord.transport.tcp import make_ssl_contexts
 
 
@@ -198,7 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=cfg.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(cfg))
+    run(serve(cfg), cfg.event_loop)
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -29,11 +28,12 @@ def _config(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from hacoord.adapters.kafka.daemon import run_daemon
     from hacoord.server.config_file import load_config
+    from hacoord.server.event_loop import run
 
     _config(args)  # refused here, before the member starts
     member = load_config(Path(args.member))
     logging.basicConfig(level=member.log_level, format=_LOG_FORMAT)
-    asyncio.run(run_daemon(Path(args.member), Path(args.kafka_config)))
+    run(run_daemon(Path(args.member), Path(args.kafka_config)), member.event_loop)
     return 0
 
 

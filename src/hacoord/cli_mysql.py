@@ -120,9 +120,12 @@ async def _agent(client: Client, args: argparse.Namespace) -> int:
 
 def _daemon(args: argparse.Namespace) -> int:
     from hacoord.adapters.mysql.daemon import run_daemon
+    from hacoord.server.config_file import load_config
+    from hacoord.server.event_loop import run
 
     _daemon_config(args)  # refused here, before the member starts
-    asyncio.run(run_daemon(Path(args.member), Path(args.mysql_config)))
+    member = load_config(Path(args.member))
+    run(run_daemon(Path(args.member), Path(args.mysql_config)), member.event_loop)
     return 0
 
 

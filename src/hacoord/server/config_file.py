@@ -11,6 +11,7 @@ Example::
     id = 1
     data_dir = "/var/lib/hacoord/1"
     # join = true    # a new member, added by the leader with `hacoord member add`
+    # event_loop = "auto"   # "uvloop" if installed (pip install 'hacoord[uvloop]'), or "asyncio"
 
     [[members]]
     id = 1
@@ -37,10 +38,19 @@ from typing import Any
 
 from hacoord.raft.errors import ConfigError
 from hacoord.raft.timing import Timing
+from hacoord.server.event_loop import EVENT_LOOPS
 
 _SECTIONS = {
     "cluster": {"id", "heartbeat_ms", "election_timeout_ms"},
-    "node": {"id", "data_dir", "snapshot_entries", "max_pending_proposals", "log_level", "join"},
+    "node": {
+        "id",
+        "data_dir",
+        "snapshot_entries",
+        "max_pending_proposals",
+        "log_level",
+        "join",
+        "event_loop",
+    },
     "members": {"id", "raft", "http"},
     "tls": {"ca", "cert", "key"},
 }
@@ -79,6 +89,8 @@ class ServerConfig:
     tls: TlsFiles | None = None
     join: bool = False
     """This member joins an existing cluster: the leader adds it with ``hacoord member``."""
+    event_loop: str = "auto"
+    """The process's event loop (see :mod:`hacoord.server.event_loop`)."""
 
     @property
     def me(self) -> Member:
@@ -176,6 +188,11 @@ def parse_config(raw: dict[str, Any], name: str, base_dir: Path) -> ServerConfig
         raise ConfigError(f"{name} [node]: 'join' must be true or false, got {join!r}")
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{name} [node]: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
+    event_loop = _get(node, "event_loop", str, f"{name} [node]", "auto")
+    if event_loop not in EVENT_LOOPS:
+        raise ConfigError(
+            f"{name} [node]: 'event_loop' must be {', '.join(EVENT_LOOPS)}, got {event_loop!r}"
+        )
 
     members_raw = raw.get("members")
     if not isinstance(members_raw, list) or not members_raw:
@@ -231,6 +248,7 @@ def parse_config(raw: dict[str, Any], name: str, base_dir: Path) -> ServerConfig
         log_level=log_level,
         tls=tls,
         join=join,
+        event_loop=event_loop,
     )
 
 
@@ -248,6 +266,7 @@ def render_config(cfg: ServerConfig) -> str:
         f"snapshot_entries = {cfg.snapshot_entries}",
         f'log_level = "{cfg.log_level}"',
         f"join = {'true' if cfg.join else 'false'}",
+        f'event_loop = "{cfg.event_loop}"',
     ]
     for m in sorted(cfg.members.values(), key=lambda m: m.id):
         lines += [

@@ -65,10 +65,12 @@ class LocalCluster:
         tls: TlsFiles | None = None,
         command: Sequence[str] = ("serve", "--config"),
         env: Mapping[str, str] | None = None,
+        event_loop: str = "auto",
     ) -> None:
         """``peer_addresses[(i, j)]`` overrides where member ``i`` dials member ``j``
         (tests put a fault-injecting proxy there). Each member runs ``python -m hacoord
-        <command> <its config file>`` with ``env`` added to the environment."""
+        <command> <its config file>`` with ``env`` added to the environment, on the
+        ``event_loop`` its file names."""
         self.base_dir = base_dir
         self.n = n
         self.timing = timing or Timing(heartbeat_ms=50, election_timeout_ms=500)
@@ -91,6 +93,7 @@ class LocalCluster:
             self.client_ssl = make_ssl_contexts(str(tls.ca), str(tls.cert), str(tls.key))[1]
         self.command = tuple(command)
         self.env = dict(env or {})
+        self.event_loop = event_loop
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -118,6 +121,7 @@ class LocalCluster:
                 timing=self.timing,
                 snapshot_entries=self.snapshot_entries,
                 log_level=self.log_level,
+                event_loop=self.event_loop,
                 tls=self.tls,
             )
             self.config_path(nid).write_text(render_config(cfg))
@@ -141,6 +145,7 @@ class LocalCluster:
             timing=self.timing,
             snapshot_entries=self.snapshot_entries,
             log_level=self.log_level,
+            event_loop=self.event_loop,
             tls=self.tls,
             join=True,
         )

@@ -13,6 +13,7 @@ from hacoord.raft.node import NodeConfig, RaftNode, Transport
 from hacoord.raft.types import Message, NodeId
 from hacoord.server.config_file import ServerConfig
 from hacoord.server.coordination import CoordinationService
+from hacoord.server.event_loop import running_loop_name
 from hacoord.server.http_api import HttpApi
 from hacoord.server.membership import MembershipManager
 from hacoord.server.state import ServerStateMachine
@@ -89,12 +90,13 @@ async def start_member(cfg: ServerConfig) -> RunningMember:
     await service.start()
     await api.start(*cfg.me.http, ssl_context=ssl_contexts(cfg)[0])
     log.info(
-        "member %d of cluster %s: raft %s:%d, http %s:%d, data %s",
+        "member %d of cluster %s: raft %s:%d, http %s:%d, data %s, event loop %s",
         cfg.node_id,
         cfg.cluster_id,
         *cfg.me.raft,
         *cfg.me.http,
         cfg.data_dir,
+        running_loop_name(),
     )
     return RunningMember(cfg, node, service, api)
 
