@@ -8,6 +8,7 @@ topic, through aiokafka's admin client.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -119,4 +120,20 @@ async def _ensure_in(config: GroupConfig, cluster: ClusterConfig, timeout: float
         elif code != TOPIC_ALREADY_EXISTS:
             detail = rest[0] if rest and rest[0] else f"error code {code}"
             raise ClusterError(cluster.name, f"cannot create topic {name!r}: {detail}")
+    await _until_listed(cluster, [t.physical for t in wanted], timeout)
     return created
+
+
+async def _until_listed(cluster: ClusterConfig, names: list[str], timeout: float) -> None:
+    """Until the cluster lists every topic of ``names``: Kafka answers CreateTopics before
+    every broker's metadata has the new topic, so a check right after could miss it (it
+    offers no notification of that, hence the polling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = await physical_topics(cluster, timeout)
+        if all(name in listed for name in names):
+            return
+        if time.monotonic() >= deadline:
+            missing = [n for n in names if n not in listed]
+            raise ClusterError(cluster.name, f"created topics {missing} are still not listed")
+        await asyncio.sleep(0.05)
