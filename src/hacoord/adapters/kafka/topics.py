@@ -8,9 +8,9 @@ topic, through aiokafka's admin client.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -51,9 +51,14 @@ async def physical_topics(cluster: ClusterConfig, timeout: float = 10.0) -> dict
     """The topics of ``cluster`` and their partition counts."""
     try:
         async with admin_client(cluster, timeout) as admin, asyncio.timeout(timeout):
-            described = await admin.describe_topics()
+            return await _listed(admin)
     except TimeoutError as e:
         raise ClusterUnreachableError(cluster.name, "metadata request timed out") from e
+
+
+async def _listed(admin: AIOKafkaAdminClient) -> dict[str, int]:
+    """The topics a broker's metadata lists, and their partition counts."""
+    described = await admin.describe_topics()
     return {
         str(t["topic"]): len(t["partitions"])
         for t in described
@@ -108,32 +113,39 @@ async def _ensure_in(config: GroupConfig, cluster: ClusterConfig, timeout: float
     if not wanted:
         return []
     new = [NewTopic(t.physical, t.partitions, cluster.replication_factor) for t in wanted]
+    names = [t.physical for t in wanted]
+    created: list[str] | None = None
+    listed: dict[str, int] = {}
     try:
         async with admin_client(cluster, timeout) as admin, asyncio.timeout(timeout):
             response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+            created = _created(cluster, response.topic_errors)
+            # Kafka answers CreateTopics before every broker's metadata has the new
+            # topics, so a check right after could miss them; it offers no notification
+            # of that, hence the polling.
+            while True:
+                listed = await _listed(admin)
+                if all(name in listed for name in names):
+                    break
+                await asyncio.sleep(0.05)
     except TimeoutError as e:
-        raise ClusterUnreachableError(cluster.name, "create topics timed out") from e
+        if created is None:
+            raise ClusterUnreachableError(cluster.name, "create topics timed out") from e
+        missing = [n for n in names if n not in listed]
+        raise ClusterError(
+            cluster.name, f"created topics {missing} are still not listed after {timeout:g} s"
+        ) from e
+    return created
+
+
+def _created(cluster: ClusterConfig, topic_errors: list[Any]) -> list[str]:
+    """The topics a CreateTopics answer says were made (one that exists already is not
+    an error); :class:`ClusterError` for any other refusal."""
     created = []
-    for name, code, *rest in response.topic_errors:
+    for name, code, *rest in topic_errors:
         if code == 0:
             created.append(str(name))
         elif code != TOPIC_ALREADY_EXISTS:
             detail = rest[0] if rest and rest[0] else f"error code {code}"
             raise ClusterError(cluster.name, f"cannot create topic {name!r}: {detail}")
-    await _until_listed(cluster, [t.physical for t in wanted], timeout)
     return created
-
-
-async def _until_listed(cluster: ClusterConfig, names: list[str], timeout: float) -> None:
-    """Until the cluster lists every topic of ``names``: Kafka answers CreateTopics before
-    every broker's metadata has the new topic, so a check right after could miss it (it
-    offers no notification of that, hence the polling)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        listed = await physical_topics(cluster, timeout)
-        if all(name in listed for name in names):
-            return
-        if time.monotonic() >= deadline:
-            missing = [n for n in names if n not in listed]
-            raise ClusterError(cluster.name, f"created topics {missing} are still not listed")
-        await asyncio.sleep(0.05)
