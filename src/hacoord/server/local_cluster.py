@@ -24,6 +24,7 @@ import aiohttp
 
 from hacoord.raft.timing import Timing
 from hacoord.server.config_file import Member, ServerConfig, TlsFiles, render_config
+from hacoord.testing.processes import wait_until_stopped
 from hacoord.transport.tcp import make_ssl_contexts
 
 
@@ -174,8 +175,11 @@ class LocalCluster:
         out.close()
 
     def signal(self, nid: int, sig: int) -> None:
-        """Send ``sig`` to member ``nid``."""
-        self.procs[nid].send_signal(sig)
+        """Send ``sig`` to member ``nid``; for SIGSTOP, return once it has stopped."""
+        proc = self.procs[nid]
+        proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_until_stopped(proc.pid)
 
     def kill(self, nid: int) -> None:
         """SIGKILL member ``nid`` and reap it."""

@@ -1,11 +1,13 @@
-"""Helpers for test beds that run local server processes: ports, binaries, logs, parent death.
+"""Helpers for test beds that run local server processes: ports, binaries, logs, parent death,
+pauses.
 
-Shared by the MariaDB test bed (:mod:`hacoord.adapters.mysql.testbed`) and the Kubernetes test
-bed (:mod:`hacoord.adapters.k8s.testbed`).
+Shared by the MariaDB, Kubernetes and Kafka test beds and by
+:class:`~hacoord.server.local_cluster.LocalCluster`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -20,6 +22,7 @@ __all__ = [
     "free_ports",
     "parent_death_prefix",
     "read_tail",
+    "wait_until_stopped",
 ]
 
 EXTRA_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/bin", "/usr/local/bin")
@@ -93,3 +96,17 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def wait_until_stopped(pid: int) -> None:
+    """Return once child process ``pid`` has stopped after a SIGSTOP (or has exited).
+
+    ``kill`` returns as soon as the signal is queued; the kernel then stops the threads one
+    by one as each next runs, so on a busy machine the process goes on working for a while
+    (up to 45 ms measured with two busy loops on two cores): long enough for a server to
+    answer a request sent after the signal. ``waitid`` reports the stop once every thread
+    has stopped; ``WNOWAIT`` leaves the child's status to whoever reaps it (asyncio's child
+    watcher, ``Popen.wait``). Blocks the calling thread until then.
+    """
+    with contextlib.suppress(ChildProcessError):  # already reaped: nothing left to wait for
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)

@@ -70,7 +70,13 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from hacoord.adapters.kafka.jars import KafkaJarsError, ensure_jars, find_java
-from hacoord.testing.processes import file_size, free_ports, parent_death_prefix, read_tail
+from hacoord.testing.processes import (
+    file_size,
+    free_ports,
+    parent_death_prefix,
+    read_tail,
+    wait_until_stopped,
+)
 
 __all__ = [
     "JVM_OPTIONS",
@@ -308,10 +314,15 @@ class KafkaBroker:
     def pause(self) -> None:
         """SIGSTOP the process: it keeps its sockets but answers nothing until :meth:`resume`.
 
-        The kernel still accepts TCP connections on its ports; requests time out.
+        Returns once every thread of it has stopped (see
+        :func:`~hacoord.testing.processes.wait_until_stopped`): a request sent after this
+        call gets no answer. The kernel still accepts TCP connections on its ports; requests
+        time out.
         """
         self._signal(signal.SIGSTOP)
         self._paused = True
+        assert self._proc is not None  # _signal checked it
+        wait_until_stopped(self._proc.pid)
 
     def resume(self) -> None:
         """SIGCONT a paused process."""
