@@ -319,10 +319,9 @@ class KafkaBroker:
         call gets no answer. The kernel still accepts TCP connections on its ports; requests
         time out.
         """
-        self._signal(signal.SIGSTOP)
+        pid = self._signal(signal.SIGSTOP)
         self._paused = True
-        assert self._proc is not None  # _signal checked it
-        wait_until_stopped(self._proc.pid)
+        wait_until_stopped(pid)
 
     def resume(self) -> None:
         """SIGCONT a paused process."""
@@ -363,11 +362,13 @@ class KafkaBroker:
     def _name(self) -> str:
         return f"Kafka node {self.node_id} of {self.cluster} ({self.bootstrap})"
 
-    def _signal(self, signum: signal.Signals) -> None:
+    def _signal(self, signum: signal.Signals) -> int:
+        """Send ``signum`` to the running process; returns its pid."""
         proc = self._proc
         if proc is None or proc.returncode is not None:
             raise RuntimeError(f"{self!r} is not running")
         proc.send_signal(signum)
+        return proc.pid
 
     def _check_alive(self, log_offset: int) -> None:
         proc = self._proc
